@@ -1,0 +1,146 @@
+from dataclasses import dataclass
+
+import pytest
+from omegaconf import OmegaConf
+
+from xraygpt.common import config as config_mod
+from xraygpt.common.config import Config, ConfigError, parse_options
+from xraygpt.common.registry import Registry
+
+
+@dataclass
+class FakeModelCfg:
+    arch: str = "fake"
+    model_type: str = "base"
+    width: int = 8
+    depth: int = 2
+    name: str = "default"
+
+
+@dataclass
+class FakeDataCfg:
+    storage: str = ""
+    ratio: float = 1.0
+
+
+@pytest.fixture
+def fake_registry(tmp_path, monkeypatch):
+    model_yaml = tmp_path / "model_default.yaml"
+    model_yaml.write_text("model:\n  arch: fake\n  width: 16\n  depth: 3\n  name: from_default\n")
+    data_yaml = tmp_path / "data_default.yaml"
+    data_yaml.write_text("datasets:\n  fakeset:\n    storage: dataset/fake\n    ratio: 0.5\n")
+
+    reg = Registry(autoload=False)
+    reg.register_model("fake")(
+        type(
+            "FakeModel",
+            (),
+            {
+                "PRETRAINED_MODEL_CONFIG_DICT": {"base": str(model_yaml)},
+                "config_class": FakeModelCfg,
+            },
+        )
+    )
+    reg.register_builder("fakeset")(
+        type(
+            "FakeBuilder",
+            (),
+            {"DATASET_CONFIG_DICT": {"default": str(data_yaml)}, "config_class": FakeDataCfg},
+        )
+    )
+    reg.register_task("image_text_pretrain")(object)
+    reg.register_runner("runner_base")(object)
+    reg.register_lr_scheduler("linear_warmup_cosine_lr")(object)
+    monkeypatch.setattr(config_mod, "registry", reg)
+    return reg
+
+
+def write(tmp_path, text, name="job.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_merge_order_defaults_then_user_then_options(tmp_path, fake_registry):
+    cfg_path = write(
+        tmp_path,
+        "model:\n  arch: fake\n  model_type: base\n  depth: 5\n  name: from_user\n"
+        "datasets:\n  fakeset:\n    ratio: 0.25\n"
+        "run:\n  init_lr: 0.001\n",
+    )
+    cfg = Config(cfg_path, ["model.name=from_options", "run.max_epoch=7"])
+    assert cfg.model_cfg.width == 16  # default YAML beats the schema default
+    assert cfg.model_cfg.depth == 5  # user YAML beats the default YAML
+    assert cfg.model_cfg.name == "from_options"  # --options beat everything
+    assert cfg.datasets_cfg.fakeset.storage == "dataset/fake"
+    assert cfg.datasets_cfg.fakeset.ratio == 0.25
+    assert cfg.run_cfg.init_lr == 0.001 and cfg.run_cfg.max_epoch == 7
+    assert cfg.run_cfg.seed == 42  # RunConfig default
+    assert cfg.output_dir.as_posix() == "output/job"
+    assert "===== model =====" in cfg.pretty_print()
+
+
+def test_options_can_change_model_type_and_add_datasets(tmp_path, fake_registry):
+    cfg_path = write(tmp_path, "model:\n  arch: fake\n  model_type: other\n")
+    with pytest.raises(ConfigError, match="no model_type 'other'"):
+        Config(cfg_path)
+    cfg = Config(cfg_path, ["model.model_type=base", "datasets.fakeset.ratio=2"])
+    assert cfg.model_cfg.width == 16 and cfg.datasets_cfg.fakeset.ratio == 2.0
+
+
+def test_unknown_top_level_section_is_named(tmp_path, fake_registry):
+    cfg_path = write(tmp_path, "model:\n  arch: fake\n  model_type: base\nruns:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match="unknown top-level section.*runs"):
+        Config(cfg_path)
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("run.seed", "malformed --options item 'run.seed'"),
+        ("=3", "malformed"),
+        ("run..seed=3", "malformed"),
+        ("training.seed=3", "unknown section 'training'"),
+        ("run.seed=[1, 2", "not valid YAML"),
+    ],
+)
+def test_malformed_options_are_named(item, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        parse_options([item])
+
+
+def test_option_values_are_typed():
+    merged = parse_options(["run.a=3", "run.b=1e-4", "run.c=true", "run.d=null", "run.e=[1,2]"])
+    assert OmegaConf.to_container(merged) == {
+        "run": {"a": 3, "b": 1e-4, "c": True, "d": None, "e": [1, 2]}
+    }
+
+
+def test_misspelt_keys_fail_at_load(tmp_path, fake_registry):
+    bad_model = write(tmp_path, "model:\n  arch: fake\n  model_type: base\n  widht: 3\n", "m.yaml")
+    with pytest.raises(ConfigError, match="widht"):
+        Config(bad_model)
+    bad_run = write(tmp_path, "model:\n  arch: fake\n  model_type: base\nrun:\n  init_lr: 1\n  max_epochs: 3\n", "r.yaml")
+    with pytest.raises(ConfigError, match="max_epochs"):
+        Config(bad_run)
+    bad_type = write(tmp_path, "model:\n  arch: fake\n  model_type: base\nrun:\n  max_epoch: many\n", "t.yaml")
+    with pytest.raises(ConfigError, match="max_epoch"):
+        Config(bad_type)
+
+
+def test_unknown_names_fail_with_the_registered_list(tmp_path, fake_registry):
+    with pytest.raises(KeyError, match="registered model names: fake"):
+        Config(write(tmp_path, "model:\n  arch: nope\n"))
+    with pytest.raises(KeyError, match="registered task names"):
+        Config(write(tmp_path, "model:\n  arch: fake\n  model_type: base\nrun:\n  task: nope\n", "x.yaml"))
+    with pytest.raises(KeyError, match="registered builder names: fakeset"):
+        Config(write(tmp_path, "datasets:\n  nope: {}\n", "y.yaml"))
+
+
+def test_missing_and_invalid_files(tmp_path, fake_registry):
+    with pytest.raises(ConfigError, match="config file not found"):
+        Config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        Config(write(tmp_path, "model: [unclosed\n"))
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        Config(write(tmp_path, "- a\n- b\n", "list.yaml"))

@@ -1,0 +1,269 @@
+"""Loading and merging the YAML configs.
+
+A config has three sections: ``model``, ``datasets`` and ``run``. Values come
+from four layers, each overriding the one before:
+
+1. the model's default YAML, named by its ``arch`` and ``model_type``
+   (``Model.PRETRAINED_MODEL_CONFIG_DICT``), and each dataset builder's
+   default YAML (``Builder.DATASET_CONFIG_DICT["default"]``);
+2. the user's YAML (``--cfg-path``);
+3. ``--options a.b=c ...`` on the command line.
+
+Each section is then checked against a typed schema (a dataclass), so that a
+misspelt key fails here and not hours into a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from xraygpt.common.registry import registry
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = PACKAGE_ROOT.parent
+SECTIONS = ("model", "datasets", "run")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used as it stands."""
+
+
+@dataclass
+class RunConfig:
+    """The ``run`` section: how to train, evaluate and where to write."""
+
+    task: str = "image_text_pretrain"
+    runner: str = "runner_base"
+    job_name: str | None = None  # sub-folder of output_dir; default: the config file's stem
+    output_dir: str = "output"
+    seed: int = 42
+    device: str = "cuda"  # falls back to cpu, with a warning, when CUDA is absent
+    amp: bool = True
+    # optimisation
+    lr_sched: str = "linear_warmup_cosine_lr"
+    init_lr: float = 1e-4
+    min_lr: float = 1e-5
+    warmup_lr: float = 1e-6
+    warmup_steps: int = 0
+    decay_rate: float | None = None  # linear_warmup_step_lr: factor per epoch
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.999
+    max_epoch: int = 1
+    iters_per_epoch: int = 100
+    batch_size_train: int = 1
+    accum_grad_iters: int = 1
+    grad_clip: float | None = None
+    max_bad_steps: int = 10
+    num_workers: int = 2
+    train_splits: list[str] = field(default_factory=lambda: ["train"])
+    # logging and checkpoints
+    log_freq: int = 50
+    save_every_iters: int | None = None
+    keep_last_checkpoints: int = 2
+    resume_ckpt_path: str | None = None
+    resume: str | None = None  # "auto": newest checkpoint in the output folder
+    # evaluation
+    evaluate: bool = False
+    test_splits: list[str] = field(default_factory=lambda: ["test"])
+    valid_splits: list[str] = field(default_factory=list)
+    batch_size_eval: int = 8
+    max_samples: int | None = None
+    eval_prompt: str = "<Img><ImageHere></Img> Describe the given chest x-ray image in detail."
+    num_beams: int = 1
+    max_new_tokens: int = 160
+    min_new_tokens: int = 1
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+    nn_baseline: bool = False
+    # distributed: read from torchrun's environment; kept for the original configs
+    distributed: bool = True
+    world_size: int = 1
+    dist_url: str = "env://"
+
+
+def parse_options(options: list[str] | None) -> DictConfig:
+    """Turn ``["run.init_lr=3e-5", "model.freeze_vit=false"]`` into a config.
+
+    Values are read as YAML (numbers, booleans, null, lists); quote a string
+    that holds ``#`` or ``: ``. A malformed item
+    raises a :class:`ConfigError` that names it.
+    """
+    merged = OmegaConf.create()
+    for item in options or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not sep or not key or any(not part for part in parts) or " " in key:
+            raise ConfigError(
+                f"malformed --options item {item!r}: expected section.key=value, "
+                f"e.g. run.init_lr=3e-5"
+            )
+        if parts[0] not in SECTIONS:
+            raise ConfigError(
+                f"--options item {item!r} names unknown section {parts[0]!r}; "
+                f"sections are: {', '.join(SECTIONS)}"
+            )
+        try:
+            # OmegaConf's own YAML reading: 1e-4 is a float, as in the config files.
+            value = OmegaConf.from_dotlist([f"{key}={raw}"])
+        except (OmegaConfBaseException, yaml.YAMLError) as err:
+            raise ConfigError(f"--options item {item!r}: value is not valid YAML: {err}") from err
+        merged = OmegaConf.merge(merged, value)
+    return merged
+
+
+def load_yaml(path: str | Path, what: str = "config") -> DictConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ConfigError(f"{what} file {path} is not valid YAML: {err}") from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{what} file {path} must hold a mapping at the top level")
+    return cfg
+
+
+def _check_sections(cfg: DictConfig, source: str) -> None:
+    unknown = [key for key in cfg.keys() if key not in SECTIONS]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown top-level section(s) {', '.join(map(str, unknown))}; "
+            f"allowed sections are: {', '.join(SECTIONS)}"
+        )
+
+
+def _validated(schema: type, section: Any, where: str) -> DictConfig:
+    """Merge a section onto its dataclass schema; unknown keys and bad types fail."""
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), section)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{where}: {err.msg if hasattr(err, 'msg') else err}") from err
+
+
+def model_default_config(arch: str, model_type: str) -> DictConfig:
+    model_cls = registry.get_model_class(arch)
+    types = getattr(model_cls, "PRETRAINED_MODEL_CONFIG_DICT", {})
+    if model_type not in types:
+        raise ConfigError(
+            f"model {arch!r} has no model_type {model_type!r}; "
+            f"known types: {', '.join(sorted(types)) or '(none)'}"
+        )
+    return load_yaml(PACKAGE_ROOT / types[model_type], f"default config of {arch}/{model_type}")
+
+
+def dataset_default_config(name: str) -> DictConfig:
+    builder_cls = registry.get_builder_class(name)
+    path = getattr(builder_cls, "DATASET_CONFIG_DICT", {}).get("default")
+    if path is None:
+        return OmegaConf.create({"datasets": {name: {}}})
+    return load_yaml(PACKAGE_ROOT / path, f"default config of dataset {name}")
+
+
+class Config:
+    """The merged, validated configuration of one job."""
+
+    def __init__(
+        self,
+        cfg_path: str | Path | None = None,
+        options: list[str] | None = None,
+        *,
+        user_config: DictConfig | dict | None = None,
+    ) -> None:
+        if user_config is not None:
+            user = OmegaConf.create(user_config)
+            source = "config"
+        else:
+            if cfg_path is None:
+                raise ConfigError("a config needs --cfg-path")
+            user = load_yaml(cfg_path)
+            source = str(cfg_path)
+        self.cfg_path = Path(cfg_path) if cfg_path is not None else None
+        _check_sections(user, source)
+        overrides = parse_options(options)
+        # The defaults to pull in depend on names that --options may change.
+        wanted = OmegaConf.merge(user, overrides)
+
+        layers: list[DictConfig] = []
+        if "model" in wanted:
+            arch = OmegaConf.select(wanted, "model.arch")
+            if arch is None:
+                raise ConfigError(f"{source}: model section needs an 'arch'")
+            model_type = OmegaConf.select(wanted, "model.model_type")
+            if model_type is None:
+                model_type = getattr(registry.get_model_class(arch), "DEFAULT_MODEL_TYPE", None)
+                if model_type is None:
+                    raise ConfigError(f"{source}: model section needs a 'model_type'")
+            layers.append(model_default_config(arch, model_type))
+        for name in (wanted.get("datasets") or {}).keys():
+            layers.append(dataset_default_config(str(name)))
+        for layer in layers:
+            _check_sections(layer, "a default config")
+        merged = OmegaConf.merge(*layers, user, overrides)
+
+        self.model_cls = None
+        sections: dict[str, Any] = {}
+        if "model" in merged:
+            self.model_cls = registry.get_model_class(merged.model.arch)
+            schema = getattr(self.model_cls, "config_class", None)
+            sections["model"] = (
+                _validated(schema, merged.model, f"{source}: model") if schema else merged.model
+            )
+        datasets = {}
+        for name, ds_cfg in (merged.get("datasets") or {}).items():
+            builder_cls = registry.get_builder_class(str(name))
+            schema = getattr(builder_cls, "config_class", None)
+            datasets[str(name)] = (
+                _validated(schema, ds_cfg, f"{source}: datasets.{name}") if schema else ds_cfg
+            )
+        sections["datasets"] = datasets
+        sections["run"] = _validated(RunConfig, merged.get("run") or {}, f"{source}: run")
+        self.config: DictConfig = OmegaConf.create(sections)
+        # Fail now, not later, on a misspelt task / runner / scheduler name.
+        registry.get_task_class(self.run_cfg.task)
+        registry.get_runner_class(self.run_cfg.runner)
+        registry.get_lr_scheduler_class(self.run_cfg.lr_sched)
+
+    @property
+    def model_cfg(self) -> DictConfig:
+        return self.config.model
+
+    @property
+    def datasets_cfg(self) -> DictConfig:
+        return self.config.datasets
+
+    @property
+    def run_cfg(self) -> DictConfig:
+        return self.config.run
+
+    @property
+    def job_name(self) -> str:
+        if self.run_cfg.job_name:
+            return self.run_cfg.job_name
+        return self.cfg_path.stem if self.cfg_path else "job"
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.run_cfg.output_dir) / self.job_name
+
+    def to_dict(self) -> dict:
+        return OmegaConf.to_container(self.config, resolve=True)  # type: ignore[return-value]
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(self.config, resolve=True)
+
+    def pretty_print(self) -> str:
+        lines = []
+        for section in SECTIONS:
+            body = OmegaConf.to_yaml(self.config.get(section, {}), resolve=True).rstrip()
+            lines.append(f"===== {section} =====\n{body}")
+        return "\n".join(lines)
+

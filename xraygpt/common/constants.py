@@ -1,0 +1,29 @@
+"""Constants used across the package: written once, imported everywhere."""
+
+IGNORE_INDEX = -100  # label value that the LLM's cross-entropy skips
+
+IMAGE_PLACEHOLDER = "<ImageHere>"  # where the image embeddings go in a prompt
+IMAGE_START = "<Img>"
+IMAGE_END = "</Img>"
+
+# CLIP's normalisation, used by BLIP-2 / MiniGPT-4 / XrayGPT image processors.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The 14 CheXpert observations, in CheXpert's order.
+CHEXPERT_OBSERVATIONS = (
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+    "No Finding",
+)

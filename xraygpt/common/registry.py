@@ -1,0 +1,127 @@
+"""A strict name → class registry, one table per kind of component.
+
+Configs name components (``arch: mini_gpt4``, ``task: image_text_pretrain``);
+this module maps those names to classes. Registering a name twice, or asking
+for a name nobody registered, is an error that lists what *is* registered.
+
+Components register themselves with a decorator when their module is
+imported. Every such import is written out once, in
+:func:`xraygpt.registration.import_all`, which the getters call on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+KINDS = (
+    "builder",
+    "model",
+    "processor",
+    "task",
+    "runner",
+    "lr_scheduler",
+    "vision_encoder",
+)
+
+
+class RegistryError(KeyError):
+    """An unknown or duplicate registry name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class Registry:
+    def __init__(self, autoload: bool = True) -> None:
+        self._tables: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
+        self._autoload = autoload
+        self._loaded = not autoload
+
+    def _table(self, kind: str) -> dict[str, Any]:
+        if kind not in self._tables:
+            raise RegistryError(f"unknown registry kind {kind!r}; kinds are: {', '.join(KINDS)}")
+        return self._tables[kind]
+
+    def register(self, kind: str, name: str) -> Callable[[T], T]:
+        table = self._table(kind)
+
+        def wrap(obj: T) -> T:
+            if name in table:
+                raise RegistryError(
+                    f"{kind} name {name!r} is already registered to {table[name]!r}; "
+                    f"names must be unique"
+                )
+            table[name] = obj
+            return obj
+
+        return wrap
+
+    def get(self, kind: str, name: str) -> Any:
+        table = self._table(kind)
+        if name not in table and not self._loaded:
+            self.load_all()
+        if name not in table:
+            known = ", ".join(sorted(table)) or "(none)"
+            raise RegistryError(f"unknown {kind} {name!r}; registered {kind} names: {known}")
+        return table[name]
+
+    def names(self, kind: str) -> list[str]:
+        if not self._loaded:
+            self.load_all()
+        return sorted(self._table(kind))
+
+    def load_all(self) -> None:
+        """Import every registering module (once)."""
+        self._loaded = True
+        from xraygpt.registration import import_all
+
+        import_all()
+
+    # One decorator and one getter per kind, as the configs use them.
+    def register_builder(self, name: str) -> Callable[[T], T]:
+        return self.register("builder", name)
+
+    def register_model(self, name: str) -> Callable[[T], T]:
+        return self.register("model", name)
+
+    def register_processor(self, name: str) -> Callable[[T], T]:
+        return self.register("processor", name)
+
+    def register_task(self, name: str) -> Callable[[T], T]:
+        return self.register("task", name)
+
+    def register_runner(self, name: str) -> Callable[[T], T]:
+        return self.register("runner", name)
+
+    def register_lr_scheduler(self, name: str) -> Callable[[T], T]:
+        return self.register("lr_scheduler", name)
+
+    def register_vision_encoder(self, name: str) -> Callable[[T], T]:
+        return self.register("vision_encoder", name)
+
+    def get_builder_class(self, name: str) -> Any:
+        return self.get("builder", name)
+
+    def get_model_class(self, name: str) -> Any:
+        return self.get("model", name)
+
+    def get_processor_class(self, name: str) -> Any:
+        return self.get("processor", name)
+
+    def get_task_class(self, name: str) -> Any:
+        return self.get("task", name)
+
+    def get_runner_class(self, name: str) -> Any:
+        return self.get("runner", name)
+
+    def get_lr_scheduler_class(self, name: str) -> Any:
+        return self.get("lr_scheduler", name)
+
+    def get_vision_encoder(self, name: str) -> Any:
+        return self.get("vision_encoder", name)
+
+
+registry = Registry()
