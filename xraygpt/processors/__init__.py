@@ -1,1 +1,1 @@
-
+"""Image and caption processors, and image file reading (``image_io``)."""
