@@ -27,3 +27,5 @@ CHEXPERT_OBSERVATIONS = (
     "Support Devices",
     "No Finding",
 )
+
+STOP_STR = "###"  # turn separator of the XrayGPT conversation; generation stops at it

@@ -1,0 +1,97 @@
+"""Conversation templates: how a chat turns into the LLM's prompt text.
+
+Templates live in one registry, written once; :func:`get_conv_template`
+hands out a fresh copy, so callers can append messages freely.
+
+The ``xraygpt`` template (DESIGN §4) renders as::
+
+    {system}###Patient: <Img><ImageHere></Img> question###Doctor: answer###Patient: ...###Doctor:
+
+i.e. ``system + sep``, then ``Role: message + sep`` for each finished turn, and
+``Role:`` for the open turn (message ``None``) the model is to complete.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from xraygpt.common.constants import IMAGE_END, IMAGE_PLACEHOLDER, IMAGE_START, STOP_STR
+
+IMAGE_MESSAGE = f"{IMAGE_START}{IMAGE_PLACEHOLDER}{IMAGE_END}"
+
+
+@dataclass
+class Conversation:
+    """A conversation: the system text, two roles and the turns so far."""
+
+    name: str
+    system: str
+    roles: tuple[str, str]
+    sep: str
+    messages: list[list[str | None]] = field(default_factory=list)
+
+    def append_message(self, role: str, message: str | None) -> None:
+        if role not in self.roles:
+            raise ValueError(f"role {role!r} is not one of this conversation's roles {self.roles}")
+        self.messages.append([role, message])
+
+    def get_prompt(self) -> str:
+        text = self.system + self.sep
+        for role, message in self.messages:
+            if message is not None:  # an empty answer is still a finished turn
+                text += f"{role}: {message}{self.sep}"
+            else:
+                text += f"{role}:"
+        return text
+
+    def copy(self) -> Conversation:
+        return copy.deepcopy(self)
+
+    def turns(self) -> list[tuple[str | None, str | None]]:
+        """``(user message, assistant message)`` pairs, e.g. for a chat widget."""
+        pairs: list[tuple[str | None, str | None]] = []
+        for role, message in self.messages:
+            if role == self.roles[0]:
+                pairs.append((message, None))
+            elif pairs and pairs[-1][1] is None:
+                pairs[-1] = (pairs[-1][0], message)
+            else:
+                pairs.append((None, message))
+        return pairs
+
+
+_TEMPLATES: dict[str, Conversation] = {}
+
+
+def register_conv_template(template: Conversation) -> None:
+    if template.name in _TEMPLATES:
+        raise KeyError(f"conversation template {template.name!r} is already registered")
+    _TEMPLATES[template.name] = template
+
+
+def get_conv_template(name: str) -> Conversation:
+    """A fresh copy of the named template."""
+    if name not in _TEMPLATES:
+        raise KeyError(
+            f"unknown conversation template {name!r}; registered: {', '.join(sorted(_TEMPLATES))}"
+        )
+    return _TEMPLATES[name].copy()
+
+
+def conv_template_names() -> list[str]:
+    return sorted(_TEMPLATES)
+
+
+register_conv_template(
+    Conversation(
+        name="xraygpt",
+        system=(
+            "You are an experienced Doctor, give the following medical scan: "
+            "<Img>ImageContent</Img>. You will be able to see the medical scan once I "
+            "provide it to you. Please answer my questions."
+        ),
+        roles=("Patient", "Doctor"),
+        sep=STOP_STR,
+    )
+)
