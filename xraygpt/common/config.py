@@ -45,6 +45,7 @@ class RunConfig:
     seed: int = 42
     device: str = "cuda"  # falls back to cpu, with a warning, when CUDA is absent
     amp: bool = True
+    amp_dtype: str = "auto"  # auto: bf16 if the GPU has it, else fp16 + scaler; CPU: fp32
     # optimisation
     lr_sched: str = "linear_warmup_cosine_lr"
     init_lr: float = 1e-4
@@ -82,6 +83,7 @@ class RunConfig:
     repetition_penalty: float = 1.0
     length_penalty: float = 1.0
     nn_baseline: bool = False
+    meteor: bool = True  # METEOR needs Java and takes up to a minute to start
     # distributed: read from torchrun's environment; kept for the original configs
     distributed: bool = True
     world_size: int = 1
@@ -266,4 +268,3 @@ class Config:
             body = OmegaConf.to_yaml(self.config.get(section, {}), resolve=True).rstrip()
             lines.append(f"===== {section} =====\n{body}")
         return "\n".join(lines)
-

@@ -35,6 +35,29 @@ class BaseTask:
             datasets[name] = builder.build_datasets()
         return datasets
 
+    def train_datasets(self, datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The datasets this task trains on: the ``run.train_splits`` of every dataset.
+
+        Keyed by dataset name (``name/split`` when several splits are named);
+        the training loader weighs each by its ``sample_ratio``. A subclass
+        that trains on something else overrides this.
+        """
+        splits = list(self.cfg.run_cfg.train_splits)
+        if not splits:
+            raise ValueError("run.train_splits is empty: name the split(s) to train on")
+        if not datasets:
+            raise ValueError("the config names no datasets to train on (datasets: section)")
+        chosen = {}
+        for name, by_split in datasets.items():
+            for split in splits:
+                if split not in by_split:
+                    raise ValueError(
+                        f"dataset {name!r} has no split {split!r} (run.train_splits); "
+                        f"it has: {', '.join(sorted(by_split)) or 'none'}"
+                    )
+                chosen[name if len(splits) == 1 else f"{name}/{split}"] = by_split[split]
+        return chosen
+
     def train_step(self, model: nn.Module, samples: dict) -> dict[str, Any]:
         """One forward pass; returns a dict whose ``loss`` the runner back-propagates."""
         return model(samples)
