@@ -9,4 +9,16 @@ registers a component.
 
 def import_all() -> None:
     # ruff: noqa: F401 - imported for their registration side effect
-    pass
+    import xraygpt.datasets.builders
+    import xraygpt.datasets.phantom
+    import xraygpt.models.cnn_encoder
+    import xraygpt.models.encoder_classifier
+    import xraygpt.models.mini_gpt4
+    import xraygpt.models.vision_encoders
+    import xraygpt.processors.blip_processors
+    import xraygpt.runners.lr_schedulers
+    import xraygpt.runners.runner_base
+    import xraygpt.tasks.encoder_pretrain
+    import xraygpt.tasks.image_text_pretrain
+    import xraygpt.tasks.text_pretrain
+
