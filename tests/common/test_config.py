@@ -110,9 +110,11 @@ def test_malformed_options_are_named(item, message):
 
 
 def test_option_values_are_typed():
-    merged = parse_options(["run.a=3", "run.b=1e-4", "run.c=true", "run.d=null", "run.e=[1,2]"])
+    merged = parse_options(
+        ["run.a=3", "run.b=1e-4", "run.c=true", "run.d=null", "run.e=[1,2]", "run.f="]
+    )
     assert OmegaConf.to_container(merged) == {
-        "run": {"a": 3, "b": 1e-4, "c": True, "d": None, "e": [1, 2]}
+        "run": {"a": 3, "b": 1e-4, "c": True, "d": None, "e": [1, 2], "f": ""}
     }
 
 

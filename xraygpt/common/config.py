@@ -114,7 +114,8 @@ def parse_options(options: list[str] | None) -> DictConfig:
             )
         try:
             # OmegaConf's own YAML reading: 1e-4 is a float, as in the config files.
-            value = OmegaConf.from_dotlist([f"{key}={raw}"])
+            # An empty value ("model.ckpt=") is the empty string, as in a YAML file's "".
+            value = OmegaConf.from_dotlist([f"{key}={raw if raw.strip() else chr(34) * 2}"])
         except (OmegaConfBaseException, yaml.YAMLError) as err:
             raise ConfigError(f"--options item {item!r}: value is not valid YAML: {err}") from err
         merged = OmegaConf.merge(merged, value)
