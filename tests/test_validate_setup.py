@@ -27,35 +27,23 @@ from safetensors.torch import save_file
 
 import validate_training_setup
 from xraygpt.common.config import REPO_ROOT
-from xraygpt.datasets import phantom
 from xraygpt.models.convert import blip2_checkpoint_from_model
-from xraygpt.models.llm import TINY_TOKENIZER_DIR
+from xraygpt.models.llm import LLAMA_PRESETS, TINY_TOKENIZER_DIR
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.validation import system_checks, validate_setup
 from xraygpt.validation.checklist import FAIL, PASS, SKIP, WARN, Checklist
 from xraygpt.validation.system_checks import MemoryEstimate, check_hardware, check_software
 from xraygpt.validation.weight_checks import check_llm_folder, read_safetensors_header
 
-# The released LLaMA-1 7B / Vicuna-7B v1 config.json
+# The released LLaMA-1 7B / 13B (Vicuna v1) config.json files: the library's presets hold
+# their architecture (tests/models/test_model_summary.py pins the 7B's parameter count).
 LLAMA_7B = {
     "architectures": ["LlamaForCausalLM"],
     "model_type": "llama",
-    "hidden_size": 4096,
-    "intermediate_size": 11008,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "vocab_size": 32000,
-    "max_position_embeddings": 2048,
-    "rms_norm_eps": 1e-6,
-    "hidden_act": "silu",
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "pad_token_id": 0,
-    "tie_word_embeddings": False,
+    **LLAMA_PRESETS["llama-7b"],
     "torch_dtype": "float16",
 }
-LLAMA_13B = {**LLAMA_7B, "hidden_size": 5120, "intermediate_size": 13824}
-LLAMA_13B.update(num_hidden_layers=40, num_attention_heads=40)
+LLAMA_13B = {**LLAMA_7B, **LLAMA_PRESETS["llama-13b"]}
 LLAMA_7B_PARAMS = 6_738_415_616
 
 # Small stand-ins for EVA-ViT-g and the Q-Former, so that the checkpoints stay tiny.
@@ -149,10 +137,8 @@ def assert_fails(checklist: Checklist, name: str, *words: str):
 
 
 @pytest.fixture(scope="module")
-def phantom_data(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "phantom"
-    phantom.generate(out, n=10, size=64, progress=False)
-    return out
+def phantom_data(make_phantom) -> Path:
+    return make_phantom(10)
 
 
 @pytest.fixture

@@ -21,4 +21,3 @@ def import_all() -> None:
     import xraygpt.tasks.encoder_pretrain
     import xraygpt.tasks.image_text_pretrain
     import xraygpt.tasks.text_pretrain
-

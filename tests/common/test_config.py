@@ -122,10 +122,16 @@ def test_misspelt_keys_fail_at_load(tmp_path, fake_registry):
     bad_model = write(tmp_path, "model:\n  arch: fake\n  model_type: base\n  widht: 3\n", "m.yaml")
     with pytest.raises(ConfigError, match="widht"):
         Config(bad_model)
-    bad_run = write(tmp_path, "model:\n  arch: fake\n  model_type: base\nrun:\n  init_lr: 1\n  max_epochs: 3\n", "r.yaml")
+    bad_run = write(
+        tmp_path,
+        "model:\n  arch: fake\n  model_type: base\nrun:\n  init_lr: 1\n  max_epochs: 3\n",
+        "r.yaml",
+    )
     with pytest.raises(ConfigError, match="max_epochs"):
         Config(bad_run)
-    bad_type = write(tmp_path, "model:\n  arch: fake\n  model_type: base\nrun:\n  max_epoch: many\n", "t.yaml")
+    bad_type = write(
+        tmp_path, "model:\n  arch: fake\n  model_type: base\nrun:\n  max_epoch: many\n", "t.yaml"
+    )
     with pytest.raises(ConfigError, match="max_epoch"):
         Config(bad_type)
 
@@ -134,7 +140,11 @@ def test_unknown_names_fail_with_the_registered_list(tmp_path, fake_registry):
     with pytest.raises(KeyError, match="registered model names: fake"):
         Config(write(tmp_path, "model:\n  arch: nope\n"))
     with pytest.raises(KeyError, match="registered task names"):
-        Config(write(tmp_path, "model:\n  arch: fake\n  model_type: base\nrun:\n  task: nope\n", "x.yaml"))
+        Config(
+            write(
+                tmp_path, "model:\n  arch: fake\n  model_type: base\nrun:\n  task: nope\n", "x.yaml"
+            )
+        )
     with pytest.raises(KeyError, match="registered builder names: fakeset"):
         Config(write(tmp_path, "datasets:\n  nope: {}\n", "y.yaml"))
 

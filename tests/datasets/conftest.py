@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 
@@ -54,9 +53,5 @@ def caption_folder(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Image transforms on two cores shared with other jobs run faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_cpu_thread(one_cpu_thread: None) -> None:
+    """Every data set test on one thread (tests/conftest.py says why)."""

@@ -24,6 +24,8 @@ from xraygpt.tasks.image_text_pretrain import ImageTextPretrainTask
 HERE = Path(__file__).resolve().parent
 IN_FEATURES = 12
 CPU = torch.device("cpu")
+# What a checkpoint's ``model`` key holds for ToyModel: every trainable parameter, not ``frozen``.
+TRAINABLE_NAMES = {f"{m}.{p}" for m in ("proj", "norm", "head") for p in ("weight", "bias")}
 
 
 class ToyCrash(RuntimeError):

@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from runner_toys import ToyModel
+from runner_toys import TRAINABLE_NAMES, ToyModel
 
 from xraygpt.common.io import load_checkpoint
 from xraygpt.runners import checkpoint as ckpt_mod
@@ -46,14 +46,7 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
 def test_trainable_state_dict_holds_only_trainable_parameters():
     model = ToyModel()
     state = trainable_state_dict(model)
-    assert set(state) == {
-        "proj.weight",
-        "proj.bias",
-        "norm.weight",
-        "norm.bias",
-        "head.weight",
-        "head.bias",
-    }
+    assert set(state) == TRAINABLE_NAMES
     state["head.bias"] += 1  # a copy, not a view
     assert not torch.equal(state["head.bias"], model.head.bias)
 

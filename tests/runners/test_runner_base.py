@@ -6,7 +6,7 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from runner_toys import ToyCrash, ToyModel, make_runner, trainable
+from runner_toys import TRAINABLE_NAMES, ToyCrash, ToyModel, make_runner, trainable
 
 from xraygpt.common.config import ConfigError
 from xraygpt.common.io import load_checkpoint
@@ -34,14 +34,7 @@ def test_training_writes_log_config_and_checkpoints(tmp_path):
     last = load_checkpoint(out / LAST_NAME)
     assert last["step"] == 8 and last["epoch"] == 1 and last["world_size"] == 1
     assert last["lr_sched"] == {"name": "linear_warmup_cosine_lr", "last_step": 7}
-    assert set(last["model"]) == {
-        "proj.weight",
-        "proj.bias",
-        "norm.weight",
-        "norm.bias",
-        "head.weight",
-        "head.bias",
-    }
+    assert set(last["model"]) == TRAINABLE_NAMES
     assert last["config"]["run"]["iters_per_epoch"] == 4
     assert len(last["rng"]) == 1 and set(last["rng"][0]) == {"python", "numpy", "torch", "cuda"}
     for name, value in trainable(runner.model).items():

@@ -61,12 +61,8 @@ def train_cmd(cfg: Path, *options: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    from xraygpt.datasets.phantom import main as make_phantoms
-
-    folder = tmp_path_factory.mktemp("phantom")
-    assert make_phantoms(["--out", str(folder), "--n", "40", "--size", "64"]) == 0
-    return folder
+def phantom(make_phantom) -> Path:
+    return make_phantom(40)
 
 
 def write_config(tmp_path: Path, data: Path, iters: int) -> Path:

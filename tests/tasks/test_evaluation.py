@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,35 +29,8 @@ from xraygpt.tasks.evaluation import (
 PROMPT = "<Img><ImageHere></Img> Describe the given chest x-ray image in detail."
 SETTINGS = GenerationSettings(prompt=PROMPT, max_new_tokens=6)
 
-# A smaller mini_gpt4 than the shipped tiny one (as in tests/models), 64 px images.
-SMALL_MODEL: dict[str, Any] = {
-    "arch": "mini_gpt4",
-    "model_type": "tiny",
-    "image_size": 64,
-    "vision_config": {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 16},
-    "num_query_token": 4,
-    "qformer_config": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "llama_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-    },
-}
-
-
-@pytest.fixture(autouse=True)
-def one_cpu_thread():
-    """Tiny models run much faster on one thread than on two cores shared with other jobs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny models run much faster on one thread than on two cores shared with other jobs.
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 # ----------------------------------------------------------------- a fake model
@@ -198,17 +172,16 @@ def _test_entry():
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from xraygpt.datasets.phantom import generate
-
-    out = tmp_path_factory.mktemp("phantom")
-    generate(out, n=20, seed=0, size=64, progress=False)
-    return out
+def phantom(make_phantom: Callable[..., Path]) -> Path:
+    return make_phantom(20)
 
 
-def eval_config(phantom: Path, out: Path, **run: Any) -> dict[str, Any]:
+def eval_config(
+    phantom: Path, out: Path, small_model: dict[str, Any], **run: Any
+) -> dict[str, Any]:
+    """The job: ``small_model`` (the ``small_model_overrides`` fixture) on ``phantom``."""
     return {
-        "model": SMALL_MODEL,
+        "model": {"arch": "mini_gpt4", "model_type": "tiny", **small_model},
         "datasets": {
             "openi": {
                 "build_info": {"storage": str(phantom)},
@@ -238,11 +211,13 @@ def eval_config(phantom: Path, out: Path, **run: Any) -> dict[str, Any]:
     }
 
 
-def test_tiny_model_answers_do_not_depend_on_the_batch_size(phantom: Path, tmp_path: Path) -> None:
+def test_tiny_model_answers_do_not_depend_on_the_batch_size(
+    phantom: Path, tmp_path: Path, small_model_overrides: dict[str, Any]
+) -> None:
     from xraygpt.common.config import Config
     from xraygpt.tasks.image_text_pretrain import ImageTextPretrainTask
 
-    cfg = Config(user_config=eval_config(phantom, tmp_path))
+    cfg = Config(user_config=eval_config(phantom, tmp_path, small_model_overrides))
     task = ImageTextPretrainTask.setup_task(cfg)
     train = task.build_datasets(cfg)["openi"]["train"]
     torch.manual_seed(0)
@@ -273,13 +248,16 @@ def test_tiny_model_answers_do_not_depend_on_the_batch_size(phantom: Path, tmp_p
 def test_test_py_end_to_end(
     phantom: Path,
     tmp_path: Path,
+    small_model_overrides: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     test_entry = _test_entry()
     monkeypatch.chdir(REPO_ROOT)  # the model config names prompts/ relative to the repo
     cfg_path = tmp_path / "tiny_eval.yaml"
-    cfg_path.write_text(yaml.safe_dump(eval_config(phantom, tmp_path / "output")))
+    cfg_path.write_text(
+        yaml.safe_dump(eval_config(phantom, tmp_path / "output", small_model_overrides))
+    )
     results = test_entry.main(["--cfg-path", str(cfg_path), "--options", "run.max_samples=3"])
     job = tmp_path / "output" / "tiny_eval"
     lines = [json.loads(x) for x in (job / "predictions.jsonl").read_text().splitlines()]
@@ -311,10 +289,17 @@ def test_test_py_end_to_end(
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(phantom: Path, tmp_path: Path) -> None:
+def test_torchrun_two_processes_match_one(
+    phantom: Path, tmp_path: Path, small_model_overrides: dict[str, Any]
+) -> None:
     """Sharded over two CPU ranks (gloo), the gathered predictions equal one process's."""
     cfg = eval_config(
-        phantom, tmp_path / "output", test_splits=["train"], max_samples=5, nn_baseline=False
+        phantom,
+        tmp_path / "output",
+        small_model_overrides,
+        test_splits=["train"],
+        max_samples=5,
+        nn_baseline=False,
     )
     paths = {}
     for name in ("one", "two"):

@@ -172,7 +172,11 @@ def dataset_default_config(name: str) -> DictConfig:
 
 
 class Config:
-    """The merged, validated configuration of one job."""
+    """The merged, validated configuration of one job.
+
+    ``user_config``, when given, is the user's layer instead of the file at
+    ``cfg_path``; ``cfg_path`` then only names it (in errors and ``job_name``).
+    """
 
     def __init__(
         self,
@@ -183,7 +187,7 @@ class Config:
     ) -> None:
         if user_config is not None:
             user = OmegaConf.create(user_config)
-            source = "config"
+            source = str(cfg_path) if cfg_path is not None else "config"
         else:
             if cfg_path is None:
                 raise ConfigError("a config needs --cfg-path")

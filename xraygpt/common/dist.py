@@ -45,9 +45,7 @@ def init_distributed(device: str) -> torch.device:
         if want_cuda:
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
-        log.info(
-            "distributed: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend
-        )
+        log.info("distributed: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
     return torch.device(f"cuda:{local_rank}") if want_cuda else torch.device("cpu")
 
 

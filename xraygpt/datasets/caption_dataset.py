@@ -82,7 +82,42 @@ def make_sample(
     return sample
 
 
-class CaptionDataset(Dataset):
+class CaptionSource:
+    """What the folder and the shard datasets share: the processors, the bad-image
+    policy and the names."""
+
+    def __init__(
+        self,
+        vis_processor: Callable,
+        text_processor: Callable,
+        *,
+        on_bad_image: str,
+        name: str,
+        split: str,
+    ) -> None:
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise ValueError(
+                f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}"
+            )
+        self.vis_processor = vis_processor
+        self.text_processor = text_processor
+        self.on_bad_image = on_bad_image
+        self.name = name
+        self.split = split
+        self.sample_ratio = 1.0  # set by the builder from the config
+
+    def bad_image(self, what: str, err: BaseException) -> None:
+        """Raise :class:`BadImageError` for the unreadable image ``what`` under
+        ``on_bad_image: error``; else warn (once per image) and let the caller skip it."""
+        if self.on_bad_image == "error":
+            raise BadImageError(
+                f"cannot read image {what} ({type(err).__name__}: {err}); "
+                f"set on_bad_image: skip in datasets.{self.name} to skip such files"
+            ) from err
+        warn_bad_image(what, err)
+
+
+class CaptionDataset(CaptionSource, Dataset):
     """Map-style dataset over ``<image_dir>/<image_id><image_ext>`` and their captions."""
 
     def __init__(
@@ -97,21 +132,14 @@ class CaptionDataset(Dataset):
         name: str = "dataset",
         split: str = "train",
     ) -> None:
-        if on_bad_image not in ON_BAD_IMAGE:
-            raise ValueError(
-                f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}"
-            )
+        super().__init__(
+            vis_processor, text_processor, on_bad_image=on_bad_image, name=name, split=split
+        )
         if not annotations:
             raise ValueError(f"dataset {name}/{split} has no annotations")
         self.annotations = list(annotations)
         self.image_dir = Path(image_dir)
         self.image_ext = image_ext if image_ext.startswith(".") else f".{image_ext}"
-        self.vis_processor = vis_processor
-        self.text_processor = text_processor
-        self.on_bad_image = on_bad_image
-        self.name = name
-        self.split = split
-        self.sample_ratio = 1.0  # set by the builder from the config
         self._bad_images = 0
 
     def __len__(self) -> int:
@@ -132,12 +160,7 @@ class CaptionDataset(Dataset):
             try:
                 image = read_image(path, self.vis_processor)
             except IMAGE_ERRORS as err:
-                if self.on_bad_image == "error":
-                    raise BadImageError(
-                        f"cannot read image {path} ({type(err).__name__}: {err}); "
-                        f"set on_bad_image: skip in datasets.{self.name} to skip such files"
-                    ) from err
-                warn_bad_image(str(path), err)
+                self.bad_image(str(path), err)
                 self._bad_images += 1
                 skipped += 1
                 continue

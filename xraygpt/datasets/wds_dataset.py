@@ -23,14 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
 from xraygpt.datasets.annotations import AnnotationError, parse_entry
-from xraygpt.datasets.caption_dataset import (
-    IMAGE_ERRORS,
-    ON_BAD_IMAGE,
-    BadImageError,
-    make_sample,
-    read_image,
-    warn_bad_image,
-)
+from xraygpt.datasets.caption_dataset import IMAGE_ERRORS, CaptionSource, make_sample, read_image
 
 _SHUFFLE_TAG = 0x5A17  # keeps the shuffle streams apart from other seeded streams
 
@@ -71,7 +64,7 @@ def consumer_shards(
     return [int(i) for i in order], True
 
 
-class ShardCaptionDataset(IterableDataset):
+class ShardCaptionDataset(CaptionSource, IterableDataset):
     """Samples of the tar shards at ``urls``, processed like :class:`CaptionDataset`'s.
 
     Iterating it directly gives one pass over all shards, split among the
@@ -91,21 +84,14 @@ class ShardCaptionDataset(IterableDataset):
         name: str = "dataset",
         split: str = "train",
     ) -> None:
-        if on_bad_image not in ON_BAD_IMAGE:
-            raise ValueError(
-                f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, got {on_bad_image!r}"
-            )
+        super().__init__(
+            vis_processor, text_processor, on_bad_image=on_bad_image, name=name, split=split
+        )
         if not urls:
             raise ValueError(f"dataset {name}/{split} has no shards")
         self.urls = list(urls)
-        self.vis_processor = vis_processor
-        self.text_processor = text_processor
         self.image_key = image_ext.lstrip(".").lower()
-        self.on_bad_image = on_bad_image
         self.shuffle_buffer = shuffle_buffer
-        self.name = name
-        self.split = split
-        self.sample_ratio = 1.0  # set by the builder from the config
 
     def _shard_samples(self, shard_ids: list[int]) -> Iterator[dict[str, Any]]:
         return tarfile_samples([{"url": self.urls[i]} for i in shard_ids])
@@ -144,18 +130,12 @@ class ShardCaptionDataset(IterableDataset):
         if "json" not in raw:
             raise AnnotationError(f"{where}: no .json annotation in the shard")
         ann = parse_entry(json.loads(raw["json"]), where)
-        what = f"{ann.image_id} ({where})"
         try:
             if self.image_key not in raw:
                 raise FileNotFoundError(f"no .{self.image_key} file for this sample")
             image = read_image(raw[self.image_key], self.vis_processor)
         except IMAGE_ERRORS as err:
-            if self.on_bad_image == "error":
-                raise BadImageError(
-                    f"cannot read image of {what} ({type(err).__name__}: {err}); "
-                    f"set on_bad_image: skip in datasets.{self.name} to skip such files"
-                ) from err
-            warn_bad_image(what, err)
+            self.bad_image(f"{ann.image_id} ({where})", err)
             return None
         return make_sample(ann, image, self.text_processor)
 

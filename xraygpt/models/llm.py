@@ -17,9 +17,10 @@ from transformers import (
     StoppingCriteria,
 )
 
+from xraygpt.common.config import PACKAGE_ROOT
+
 log = logging.getLogger(__name__)
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 TINY_TOKENIZER_DIR = PACKAGE_ROOT / "models" / "assets" / "tiny_tokenizer"
 
 # Architecture only (no weights): enough to build the full model on the meta

@@ -38,6 +38,7 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
@@ -56,9 +57,6 @@ from xraygpt.models.llm import (
 from xraygpt.models.vision_encoders import LayerNormFp32, build_vision_encoder
 
 log = logging.getLogger(__name__)
-
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-REPO_ROOT = PACKAGE_ROOT.parent
 
 # The Q-Former of BLIP-2 (DESIGN §2); ``model.qformer_config`` overrides these.
 QFORMER_DEFAULTS: dict[str, Any] = {
@@ -107,6 +105,24 @@ class MiniGPT4Config:
     end_sym: str = "\n"
     # checkpoints in the MiniGPT-4 format, loaded in order: a path or a list of paths
     ckpt: Any = ""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """The generation options of :meth:`MiniGPT4.generate` and ``generate_from_embeds``.
+
+    ``temperature`` and ``top_p`` apply when ``do_sample``, ``length_penalty``
+    with ``num_beams > 1``.
+    """
+
+    num_beams: int = 1
+    max_new_tokens: int = 160
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 0.9
+    min_new_tokens: int = 1
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
 
 
 def resolve_path(value: str | None) -> Path | None:
@@ -667,34 +683,22 @@ class MiniGPT4(nn.Module):
             mask[i, length - seq.shape[0] :] = 1
         return embeds, mask
 
-    def _generation_kwargs(
-        self,
-        *,
-        end_sym: str | None,
-        num_beams: int,
-        max_new_tokens: int,
-        do_sample: bool,
-        temperature: float,
-        top_p: float,
-        min_new_tokens: int,
-        repetition_penalty: float,
-        length_penalty: float,
-    ) -> dict[str, Any]:
+    def _generation_kwargs(self, end_sym: str | None, opts: GenerationOptions) -> dict[str, Any]:
         tok = self.llama_tokenizer
         options: dict[str, Any] = {
-            "max_new_tokens": int(max_new_tokens),
-            "min_new_tokens": int(min_new_tokens),
-            "num_beams": int(num_beams),
-            "do_sample": bool(do_sample),
-            "repetition_penalty": float(repetition_penalty),
+            "max_new_tokens": int(opts.max_new_tokens),
+            "min_new_tokens": int(opts.min_new_tokens),
+            "num_beams": int(opts.num_beams),
+            "do_sample": bool(opts.do_sample),
+            "repetition_penalty": float(opts.repetition_penalty),
             "bos_token_id": tok.bos_token_id,
             "eos_token_id": tok.eos_token_id,
             "pad_token_id": tok.pad_token_id,
         }
-        if do_sample:
-            options.update(temperature=float(temperature), top_p=float(top_p))
-        if num_beams > 1:
-            options["length_penalty"] = float(length_penalty)
+        if opts.do_sample:
+            options.update(temperature=float(opts.temperature), top_p=float(opts.top_p))
+        if opts.num_beams > 1:
+            options["length_penalty"] = float(opts.length_penalty)
         stop = EndSymStopping(tok, end_sym or self.end_sym)
         # A fresh GenerationConfig, so a Vicuna folder's sampling defaults never leak in.
         return {
@@ -711,30 +715,17 @@ class MiniGPT4(nn.Module):
         end_sym: str | None = None,
         streamer: Any = None,
         extra_stopping: Sequence[Any] = (),
-        num_beams: int = 1,
-        max_new_tokens: int = 160,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 0.9,
-        min_new_tokens: int = 1,
-        repetition_penalty: float = 1.0,
-        length_penalty: float = 1.0,
+        **options: Any,
     ) -> torch.Tensor:
-        """New token ids [B, T] from prepared LLM inputs, stopping each row at ``end_sym``."""
+        """New token ids [B, T] from prepared LLM inputs, stopping each row at ``end_sym``.
+
+        ``options``: the fields of :class:`GenerationOptions`.
+        """
+        opts = GenerationOptions(**options)
         inputs_embeds = inputs_embeds.to(self.device, self._llm_dtype())
         if attention_mask is None:
             attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
-        kwargs = self._generation_kwargs(
-            end_sym=end_sym,
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_p=top_p,
-            min_new_tokens=min_new_tokens,
-            repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty,
-        )
+        kwargs = self._generation_kwargs(end_sym, opts)
         kwargs["stopping_criteria"].extend(extra_stopping)
         return self.llama_model.generate(
             inputs_embeds=inputs_embeds,
@@ -789,24 +780,16 @@ class MiniGPT4(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self,
-        images: torch.Tensor,
-        prompts: str | Sequence[str],
-        *,
-        num_beams: int = 1,
-        max_new_tokens: int = 160,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 0.9,
-        min_new_tokens: int = 1,
-        repetition_penalty: float = 1.0,
-        length_penalty: float = 1.0,
+        self, images: torch.Tensor, prompts: str | Sequence[str], **options: Any
     ) -> list[str]:
         """Answers for a batch: each prompt (one ``<ImageHere>``) wrapped in ``prompt_template``.
 
-        Rows are padded on the left, so a batch gives the same greedy / beam
-        answers as its samples one at a time. Answers are cut at ``end_sym``.
+        ``options``: the fields of :class:`GenerationOptions` (greedy, at most
+        160 new tokens by default). Rows are padded on the left, so a batch
+        gives the same greedy / beam answers as its samples one at a time.
+        Answers are cut at ``end_sym``.
         """
+        opts = GenerationOptions(**options)  # a misspelt option fails before any work
         if isinstance(prompts, str):
             prompts = [prompts] * images.shape[0]
         if len(prompts) != images.shape[0]:
@@ -814,17 +797,6 @@ class MiniGPT4(nn.Module):
         img_embeds, _ = self.encode_img(images.to(self.device))
         seqs = [self._question_embeds(img_embeds[i], p) for i, p in enumerate(prompts)]
         inputs_embeds, attention_mask = self.left_pad(seqs)
-        ids = self.generate_from_embeds(
-            inputs_embeds,
-            attention_mask,
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            do_sample=do_sample,
-            temperature=temperature,
-            top_p=top_p,
-            min_new_tokens=min_new_tokens,
-            repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty,
-        )
+        ids = self.generate_from_embeds(inputs_embeds, attention_mask, **dataclasses.asdict(opts))
         texts = self.llama_tokenizer.batch_decode(ids, skip_special_tokens=True)
         return [cut_answer(text, self.end_sym) for text in texts]

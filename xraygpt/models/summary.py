@@ -18,35 +18,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from xraygpt.common.config import ConfigError, load_yaml, model_default_config, parse_options
+from xraygpt.common.config import Config, ConfigError, load_yaml, parse_options
 from xraygpt.common.registry import registry
 
 
 def load_model_config(cfg_path: str | Path, options: list[str] | None = None) -> DictConfig:
-    """The validated ``model`` section of a YAML: default < file < ``--options``."""
+    """The validated ``model`` section of a YAML: default < file < ``--options``.
+
+    The merge and the schema check are :class:`Config`'s, on the file's ``model``
+    section alone: its other sections are not read.
+    """
     user = load_yaml(cfg_path)
     if "model" not in user:
         raise ConfigError(f"{cfg_path} has no 'model' section")
-    overrides = parse_options(options)
-    extra = [k for k in overrides if k != "model"]
+    extra = [k for k in parse_options(options) if k != "model"]
     if extra:
         raise ConfigError(f"only model.* options apply here, got: {', '.join(map(str, extra))}")
-    wanted = OmegaConf.merge(user.model, overrides.get("model") or {})
-    arch = wanted.get("arch")
-    if arch is None:
-        raise ConfigError(f"{cfg_path}: model section needs an 'arch'")
-    model_cls = registry.get_model_class(arch)
-    default = model_default_config(arch, wanted.get("model_type", "default"))
-    merged = OmegaConf.merge(default.model, wanted)
-    schema = getattr(model_cls, "config_class", None)
-    if schema is None:
-        return merged
-    try:
-        return OmegaConf.merge(OmegaConf.structured(schema), merged)
-    except Exception as err:  # noqa: BLE001 - any OmegaConf validation error, re-raised named
-        raise ConfigError(f"{cfg_path}: model: {err}") from err
+    return Config(cfg_path, options, user_config={"model": user.model}).model_cfg
 
 
 def build_meta_model(model_cfg: DictConfig) -> torch.nn.Module:

@@ -14,7 +14,7 @@ exceeds ``iters_per_epoch``; with the recipe's values the two agree.)
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Self
 
 from torch.optim import Optimizer
 
@@ -98,7 +98,8 @@ class _WarmupScheduler:
             self.step(self.last_step)
 
     @classmethod
-    def from_config(cls, optimizer: Optimizer, run_cfg: Any) -> _WarmupScheduler:
+    def from_config(cls, optimizer: Optimizer, run_cfg: Any, **extra: Any) -> Self:
+        """The scheduler of the ``run`` section; ``extra``: a subclass's own arguments."""
         return cls(
             optimizer,
             max_epoch=run_cfg.max_epoch,
@@ -107,6 +108,7 @@ class _WarmupScheduler:
             min_lr=run_cfg.min_lr,
             warmup_lr=run_cfg.warmup_lr,
             warmup_steps=run_cfg.warmup_steps,
+            **extra,
         )
 
 
@@ -148,14 +150,5 @@ class LinearWarmupStepLRScheduler(_WarmupScheduler):
         return max(self.min_lr, self.init_lr * self.decay_rate**epoch)
 
     @classmethod
-    def from_config(cls, optimizer: Optimizer, run_cfg: Any) -> LinearWarmupStepLRScheduler:
-        return cls(
-            optimizer,
-            decay_rate=run_cfg.decay_rate,
-            max_epoch=run_cfg.max_epoch,
-            iters_per_epoch=run_cfg.iters_per_epoch,
-            init_lr=run_cfg.init_lr,
-            min_lr=run_cfg.min_lr,
-            warmup_lr=run_cfg.warmup_lr,
-            warmup_steps=run_cfg.warmup_steps,
-        )
+    def from_config(cls, optimizer: Optimizer, run_cfg: Any, **extra: Any) -> Self:
+        return super().from_config(optimizer, run_cfg, decay_rate=run_cfg.decay_rate, **extra)

@@ -515,9 +515,15 @@ def _load_for_check(out: Checklist, name: str, path: Path, key: str, hint: str =
         return None
 
 
-def _unwrapped(out: Checklist, name: str, obj: Any, path: Path) -> dict | None:
+def _load_state_for_check(
+    out: Checklist, name: str, path: Path, key: str, hint: str = ""
+) -> dict | None:
+    """The file's state dict (unwrapped from its checkpoint), or None after reporting why not."""
     from xraygpt.models.convert import unwrap_checkpoint
 
+    obj = _load_for_check(out, name, path, key, hint)
+    if obj is None:
+        return None
     try:
         return unwrap_checkpoint(obj, str(path))
     except ValueError as err:
@@ -529,8 +535,7 @@ def _check_vit_ckpt(out: Checklist, path: Path, model: Any, key: str) -> None:
     from xraygpt.models.convert import strip_vit_prefix
 
     name = "vision weights"
-    obj = _load_for_check(out, name, path, key)
-    state = None if obj is None else _unwrapped(out, name, obj, path)
+    state = _load_state_for_check(out, name, path, key)
     if state is None:
         return
     try:
@@ -562,8 +567,7 @@ def _check_blip2_ckpt(out: Checklist, path: Path, expected: dict, key: str) -> N
     from xraygpt.models.convert import BLIP2_SHARED_KEYS, QFORMER_PREFIX, convert_blip2_checkpoint
 
     name = "q-former weights"
-    obj = _load_for_check(out, name, path, key)
-    state = None if obj is None else _unwrapped(out, name, obj, path)
+    state = _load_state_for_check(out, name, path, key)
     if state is None:
         return
     converted = convert_blip2_checkpoint(state)
@@ -597,8 +601,7 @@ def _check_model_ckpt(
     from xraygpt.models.convert import model_key_from_original
 
     name = f"checkpoint {key}"
-    obj = _load_for_check(out, name, path, key, _producer_hint(path, key))
-    state = None if obj is None else _unwrapped(out, name, obj, path)
+    state = _load_state_for_check(out, name, path, key, _producer_hint(path, key))
     if state is None:
         return None
     mapped = {}

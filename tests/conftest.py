@@ -1,0 +1,98 @@
+"""Fixtures shared by the test folders: one CPU thread, a small random mini_gpt4, phantom data.
+
+Tests cannot import each other (``--import-mode=importlib``), so what several
+folders share lives here as fixtures.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+# A mini_gpt4 smaller than the shipped tiny config (64 px images), so that every test
+# builds its own model in ms: overrides of ``MiniGPT4.default_config("tiny", ...)``.
+SMALL_MODEL_OVERRIDES: dict[str, Any] = {
+    "image_size": 64,
+    "vision_config": {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 16},
+    "num_query_token": 4,
+    "qformer_config": {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+    "llama_config": {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+    },
+}
+
+
+@pytest.fixture
+def one_cpu_thread() -> Iterator[None]:
+    """Toy models and image transforms run much faster on one thread than on two cores
+    shared with other jobs. Folders opt in with an autouse fixture that requests this one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def small_model_overrides() -> dict[str, Any]:
+    """A fresh copy of :data:`SMALL_MODEL_OVERRIDES` (the tests may change it)."""
+    return copy.deepcopy(SMALL_MODEL_OVERRIDES)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def make_model() -> Callable[..., Any]:
+    """``make_model(seed=0, **overrides)``: a small tiny-type model, seeded."""
+    from xraygpt.models.mini_gpt4 import MiniGPT4
+
+    def make(seed: int = 0, **overrides: Any) -> MiniGPT4:
+        torch.manual_seed(seed)
+        cfg = MiniGPT4.default_config("tiny", _merge(SMALL_MODEL_OVERRIDES, overrides))
+        for key, value in overrides.items():
+            if value == {}:  # a merge cannot empty a mapping; assignment can
+                cfg[key] = {}
+        return MiniGPT4.from_config(cfg)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_phantom(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """``make_phantom(n, size=64)``: a folder of ``n`` phantoms (``python -m
+    xraygpt.datasets.phantom``, seed 0), drawn once per session for each ``(n, size)``.
+
+    Tests read these folders; one that changes files works on a copy.
+    """
+    from xraygpt.datasets.phantom import main as make_phantoms
+
+    made: dict[tuple[int, int], Path] = {}
+
+    def make(n: int, size: int = 64) -> Path:
+        if (n, size) not in made:
+            folder = tmp_path_factory.mktemp("phantom")
+            assert make_phantoms(["--out", str(folder), "--n", str(n), "--size", str(size)]) == 0
+            made[n, size] = folder
+        return made[n, size]
+
+    return make
