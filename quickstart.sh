@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# XrayGPT quickstart: the embedded default, end to end on a CPU.
+#
+#   bash quickstart.sh
+#
+# 1. creates .venv and installs requirements.txt (skipped when already done);
+# 2. generates the phantom data set in dataset/phantom (skipped when present):
+#    SYNTHETIC chest-radiograph-like drawings with known findings, not real images;
+# 3. trains the tiny model in three stages, like XrayGPT's recipe in miniature:
+#    encoder pretraining (train_configs/xraygpt_tiny_stage1.yaml), LLM pretraining on
+#    the reports (stage2), alignment (stage3); a finished stage is skipped, a killed
+#    one resumes;
+# 4. evaluates on the phantom test split with test.py (metrics and the baseline row),
+#    then prints the per-finding table and the alignment loss against the text-only
+#    floor.
+#
+# Environment: PYTHON (interpreter for the venv, default python3), XRAYGPT_OUTPUT
+# (output folder, default output), XRAYGPT_PHANTOM (data folder, default dataset/phantom),
+# XRAYGPT_THREADS (torch threads, default: cores - 1, at most 4).
+# The tiny model has no clinical meaning: see README.md (Weights, Data).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+OUT=${XRAYGPT_OUTPUT:-output}
+DATA=${XRAYGPT_PHANTOM:-dataset/phantom}
+PY=.venv/bin/python
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- 1. environment ------------------------------------------------------------
+if [ ! -x "$PY" ]; then
+    step "creating .venv"
+    "${PYTHON:-python3}" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$("$PY" -c "import hashlib; print(hashlib.sha256(open('requirements.txt', 'rb').read()).hexdigest())")
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    step "installing requirements.txt into .venv"
+    "$PY" -m pip install -q -r requirements.txt
+    echo "$want" >"$stamp"
+else
+    echo "requirements already installed in .venv (delete $stamp to reinstall)"
+fi
+
+# One compute thread per spare core: on a 2-core machine the data loader worker
+# takes the other, and oversubscribed OpenMP threads slow small models badly.
+cores=$(nproc 2>/dev/null || echo 2)
+threads=$((cores > 1 ? cores - 1 : 1))
+export OMP_NUM_THREADS=${XRAYGPT_THREADS:-$((threads > 4 ? 4 : threads))}
+
+start=$(date +%s)
+timings=()
+
+# --- 2. data -----------------------------------------------------------------------
+if [ -f "$DATA/filter_cap.json" ] && [ -f "$DATA/tokenizer/tokenizer.json" ]; then
+    echo "phantom data present in $DATA (delete the folder to regenerate)"
+else
+    step "generating the phantom data set in $DATA"
+    t0=$(date +%s)
+    "$PY" -m xraygpt.datasets.phantom --out "$DATA" --n 3000 --seed 0
+    timings+=("data $(($(date +%s) - t0)) s")
+fi
+
+# --- 3. training -------------------------------------------------------------------
+train_start=$(date +%s)
+data_opts=("datasets.phantom.build_info.storage=$DATA" "run.output_dir=$OUT")
+tok_opt="model.tokenizer=$DATA/tokenizer"
+ckpt1="$OUT/xraygpt_tiny_stage1/checkpoint_last.pth"
+ckpt2="$OUT/xraygpt_tiny_stage2/checkpoint_last.pth"
+ckpt3="$OUT/xraygpt_tiny_stage3/checkpoint_last.pth"
+
+run_stage() {  # name, extra options...
+    local name=$1
+    shift
+    step "training $name"
+    local t0
+    t0=$(date +%s)
+    "$PY" train.py --cfg-path "train_configs/xraygpt_tiny_$name.yaml" \
+        --options "${data_opts[@]}" run.resume=auto "$@"
+    timings+=("$name $(($(date +%s) - t0)) s")
+}
+run_stage stage1
+run_stage stage2 "$tok_opt"
+run_stage stage3 "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2]"
+train_end=$(date +%s)
+
+# --- 4. evaluation -----------------------------------------------------------------
+step "evaluating on the phantom test split"
+t0=$(date +%s)
+"$PY" test.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
+    --options "${data_opts[@]}" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3]"
+timings+=("eval $(($(date +%s) - t0)) s")
+
+step "summary"
+"$PY" -m xraygpt.tasks.tiny_recipe --output "$OUT" --data "$DATA"
+echo
+echo "wall time: ${timings[*]}; all training stages $((train_end - train_start)) s; everything after the install $(($(date +%s) - start)) s"
+echo "chat with the tiny model: .venv/bin/python demo.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml --device cpu"
