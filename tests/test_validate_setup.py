@@ -695,14 +695,18 @@ def test_shipped_tiny_recipe_validates_clean(phantom_data, tmp_path):
         f"datasets.phantom.build_info.storage={phantom_data}",
         f"run.output_dir={tmp_path}",
     )
+    # stages 2-3 read the tokenizer that the phantom generator trains beside its data
+    tokenizer = f"model.tokenizer={phantom_data / 'tokenizer'}"
     ckpts = []
-    for stage in stages[:2]:
-        result = run(stage, *common, sample_images=4)
+    for stage, extra in zip(stages[:2], [(), (tokenizer,)], strict=True):
+        result = run(stage, *common, *extra, sample_images=4)
         assert result.exit_code == 0, result.render()
         path = tmp_path / f"{stage.stem}.pth"
-        torch.save({"model": _trained_state(stage), "step": 1}, path)
+        torch.save({"model": _trained_state(stage, *extra), "step": 1}, path)
         ckpts.append(str(path))
-    result = run(stages[2], *common, f"model.ckpt=[{','.join(ckpts)}]", sample_images=4)
+    result = run(
+        stages[2], *common, tokenizer, f"model.ckpt=[{','.join(ckpts)}]", sample_images=4
+    )
     assert result.exit_code == 0, result.render()
     assert check(result, "checkpoint model.ckpt[0]").status == PASS
     assert "visual_encoder" in check(result, "checkpoint model.ckpt[0]").message

@@ -334,6 +334,7 @@ def test_shipped_tiny_eval_config_runs(
     options = [
         "model.ckpt=null",
         f"datasets.phantom.build_info.storage={phantom}",
+        f"model.tokenizer={phantom / 'tokenizer'}",  # trained by the phantom generator
         f"run.output_dir={tmp_path}",
         "run.max_samples=2",
         "run.max_new_tokens=4",
