@@ -12,8 +12,10 @@ after ``<ImageHere>`` separately), so that stage only has to fill the slot.
 Half the batches render the question as the chat demo does instead (the
 conversation's system text first, see :func:`chat_prompts`).
 The loss is the LLM's cross-entropy over the report tokens: without an image,
-its value on held-out reports is the text-only floor that an image-reading
-model must get below.
+its value on held-out reports estimates the text-only floor that an
+image-reading model must get below (from above: a 5x longer text-only run
+reaches 0.48 nats/token on the phantom val reports, and memorises the
+training reports rather than going lower).
 """
 
 from __future__ import annotations

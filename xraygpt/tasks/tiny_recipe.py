@@ -9,9 +9,9 @@ phantom finding for the model and the baselines, with the macro average over
 the findings the phantoms can show (the project's table averages over all 14
 CheXpert observations, 7 of which never occur in phantom reports). Then the
 evidence that the model reads the image: the alignment stage's training loss
-against the text-only floor, i.e. the loss of the stage-2 LLM on held-out
-reports without the image, and the stage-3 model's loss on the same reports
-with their images; and the stage-1 encoder's own per-finding F1.
+curve, and on held-out reports the text-only floor (the stage-2 LLM, no
+image) against the stage-3 model with each report's own image and with
+another study's image; and the stage-1 encoder's own per-finding F1.
 """
 
 from __future__ import annotations
@@ -163,6 +163,9 @@ def summarize(output: str | Path, data: str | Path, *, losses: bool = True) -> d
     log_path = output / STAGES[2] / "log.jsonl"
     if log_path.is_file():
         summary["alignment_curve"] = loss_curve(log_path)
+    text_log = output / STAGES[1] / "log.jsonl"
+    if text_log.is_file() and loss_curve(text_log):
+        summary["text_only_train_loss"] = loss_curve(text_log)[-1][1]
     if losses:
         summary["held_out"] = held_out_losses(output, data)
         summary["encoder"] = encoder_scores(output, data)
@@ -178,18 +181,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     held = summary.get("held_out")
     curve = summary.get("alignment_curve")
     if curve:
-        lines += ["", "Alignment (stage 3) training loss, nats/token:"]
-        floor = held["text_only_floor"] if held else None
-        for step, loss in curve:
-            mark = ""
-            if floor is not None:
-                mark = "  below the text-only floor" if loss < floor else ""
-            lines.append(f"  step {step:5d}  {loss:.4f}{mark}")
+        reference = summary.get("text_only_train_loss")
+        lines += [
+            "",
+            "Alignment (stage 3) training loss, nats/token"
+            + (
+                f" (the stage-2 LLM's text-only training loss at its end: {reference:.4f}):"
+                if reference is not None
+                else ":"
+            ),
+        ]
+        lines += [f"  step {step:5d}  {loss:.4f}" for step, loss in curve]
     if held:
         lines += [
-            f"Held-out (val) reports, nats/token: text-only floor (stage-2 LLM, no image) "
-            f"{held['text_only_floor']:.4f}; aligned model with its image "
-            f"{held['with_image']:.4f}, with another study's image {held['with_another_image']:.4f}",
+            "Held-out (val) reports, nats/token, the fair comparison:",
+            f"  text-only floor (stage-2 LLM, no image)  {held['text_only_floor']:.4f}",
+            f"  aligned model, with its image            {held['with_image']:.4f}",
+            f"  aligned model, with another study's image {held['with_another_image']:.4f}",
         ]
     encoder = summary.get("encoder")
     if encoder:
