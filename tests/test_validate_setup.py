@@ -704,9 +704,7 @@ def test_shipped_tiny_recipe_validates_clean(phantom_data, tmp_path):
         path = tmp_path / f"{stage.stem}.pth"
         torch.save({"model": _trained_state(stage, *extra), "step": 1}, path)
         ckpts.append(str(path))
-    result = run(
-        stages[2], *common, tokenizer, f"model.ckpt=[{','.join(ckpts)}]", sample_images=4
-    )
+    result = run(stages[2], *common, tokenizer, f"model.ckpt=[{','.join(ckpts)}]", sample_images=4)
     assert result.exit_code == 0, result.render()
     assert check(result, "checkpoint model.ckpt[0]").status == PASS
     assert "visual_encoder" in check(result, "checkpoint model.ckpt[0]").message
