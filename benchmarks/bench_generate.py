@@ -11,8 +11,9 @@ does here. Both generate at most ``--max-new-tokens``; reports/s and
 generated tokens/s are measured on the same images. The run also checks that
 greedy answers at batch ``--batch`` equal those at batch 1.
 
-``--size tiny`` uses the trained tiny model when ``--ckpt`` names its
-checkpoint (random weights otherwise); ``--size full`` builds EVA-ViT-g +
+``--size tiny`` with ``--cfg-path eval_configs/xraygpt_tiny_eval.yaml``
+uses the trained tiny model of ``quickstart.sh`` on phantom test images
+(random weights and random images without it); ``--size full`` builds EVA-ViT-g +
 Q-Former + LLaMA-7B with random weights in bf16 (a GPU is needed).
 """
 
@@ -37,11 +38,22 @@ from xraygpt.models.mini_gpt4 import MiniGPT4
 QUESTION = "Describe the given chest x-ray image in detail."
 
 
-def build_model(size: str, ckpt: str | None, device: torch.device) -> MiniGPT4:
-    if size == "tiny":
-        cfg = MiniGPT4.default_config("tiny", {"ckpt": ckpt or ""})
-        return MiniGPT4.from_config(cfg).to(device).eval()
-    return build_full_size_random(device, ckpt=ckpt or "").eval()
+def build_model(args, device: torch.device) -> tuple[MiniGPT4, torch.Tensor | None]:
+    """The model, and the test images of its config's dataset when it names one."""
+    if args.size == "full":
+        return build_full_size_random(device, ckpt=args.ckpt or "").eval(), None
+    if args.cfg_path:  # e.g. the trained tiny model of quickstart.sh, on phantom test images
+        from xraygpt.common.config import Config
+        from xraygpt.tasks.base_task import BaseTask
+
+        cfg = Config(args.cfg_path, ["model.ckpt=" + args.ckpt] if args.ckpt else [])
+        task = BaseTask(cfg)
+        model = task.build_model().to(device).eval()
+        split = next(iter(task.build_datasets().values()))["test"]
+        images = torch.stack([split[i % len(split)]["image"] for i in range(args.n)])
+        return model, images.to(device)
+    cfg = MiniGPT4.default_config("tiny", {"ckpt": args.ckpt or ""})
+    return MiniGPT4.from_config(cfg).to(device).eval(), None
 
 
 def count_tokens(model: MiniGPT4, texts: list[str]) -> int:
@@ -81,6 +93,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--ckpt", default=None, help="trained checkpoint(s) for the model")
+    parser.add_argument(
+        "--cfg-path",
+        default=None,
+        help="tiny: build the model (and take test images) from this eval config, "
+        "e.g. eval_configs/xraygpt_tiny_eval.yaml after quickstart.sh",
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--n", type=int, default=32, help="reports per variant")
     parser.add_argument("--batch", type=int, default=16)
@@ -90,9 +108,10 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
-    model = build_model(args.size, args.ckpt, device)
-    size = model.cfg.image_size
-    images = torch.randn(args.n, 3, size, size, device=device)
+    model, images = build_model(args, device)
+    if images is None:
+        size = model.cfg.image_size
+        images = torch.randn(args.n, 3, size, size, device=device)
 
     # warm-up (kernels, allocator), not timed
     run_batched(model, images[: min(2, args.n)], 2, 4)
