@@ -33,10 +33,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # the script runs from a checkout, not an installed package
 DEFAULT_OUT = REPO_ROOT / "xraygpt" / "models" / "assets" / "tiny_tokenizer"
 PROMPT_FILE = REPO_ROOT / "prompts" / "alignment_chest_xray.txt"
-SPECIALS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2 as in LLaMA
-SPACE = "\u2581"  # SentencePiece's word marker
 SECTIONS = ("FINDINGS", "IMPRESSION")
 # Repeated so that the template's pieces win merges over rarer report words.
 TEMPLATE_REPEATS = 200
@@ -83,8 +82,6 @@ def report_texts(archive: Path) -> list[str]:
 
 
 def template_lines() -> list[str]:
-    # The script runs from a checkout, where the package is not installed.
-    sys.path.insert(0, str(REPO_ROOT))
     from xraygpt.conversation.templates import get_conv_template
 
     conv = get_conv_template("xraygpt")
@@ -106,87 +103,12 @@ def corpus(reports: list[str], templates: list[str]) -> Iterator[str]:
         yield from templates
 
 
-def build(reports_path: Path, vocab_size: int):
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
+def build(reports_path: Path, vocab_size: int, out: Path) -> Path:
+    from xraygpt.models.tokenizer import train_llama_bpe
 
     reports = report_texts(reports_path)
-    templates = template_lines()
-
-    def pipeline(tok: Tokenizer) -> Tokenizer:
-        # Newlines and tabs are kept (they reach the model as byte tokens);
-        # only spaces mark words, as in SentencePiece.
-        tok.normalizer = normalizers.Replace(Regex("\r\n?"), "\n")
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="first")
-        tok.decoder = decoders.Sequence(
-            [
-                decoders.Replace(SPACE, " "),
-                decoders.ByteFallback(),
-                decoders.Fuse(),
-                decoders.Strip(" ", 1, 0),
-            ]
-        )
-        return tok
-
-    n_fixed = len(SPECIALS) + 256
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 256,  # the byte tokens are added below
-        min_frequency=2,
-        special_tokens=list(SPECIALS),
-        limit_alphabet=120,  # rare characters fall back to bytes
-        show_progress=False,
-    )
-    draft = pipeline(Tokenizer(models.BPE(unk_token="<unk>")))
-    draft.train_from_iterator(corpus(reports, templates), trainer=trainer)
-    trained = json.loads(draft.to_str())["model"]
-
-    # Re-number: specials, the 256 byte tokens, then the learned pieces in the
-    # trainer's order, exactly LLaMA's layout.
-    vocab: dict[str, int] = {name: i for i, name in enumerate(SPECIALS)}
-    for byte in range(256):
-        vocab[f"<0x{byte:02X}>"] = len(vocab)
-    for piece, _ in sorted(trained["vocab"].items(), key=lambda item: item[1]):
-        if piece not in vocab:
-            vocab[piece] = len(vocab)
-    assert len(vocab) >= n_fixed
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in trained["merges"]]
-
-    tok = pipeline(
-        Tokenizer(
-            models.BPE(
-                vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True
-            )
-        )
-    )
-    tok.add_special_tokens(list(SPECIALS))
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    return tok
-
-
-def save(tok, out: Path) -> None:
-    from transformers import PreTrainedTokenizerFast
-
-    hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="</s>",  # LLaMA has no pad token; MiniGPT-4 pads with eos
-        padding_side="right",
-        model_max_length=2048,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(out)
+    # limit_alphabet 120: rare characters fall back to bytes
+    return train_llama_bpe(corpus(reports, template_lines()), out, vocab_size, limit_alphabet=120)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,9 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab-size", type=int, default=4096)
     args = parser.parse_args(argv)
     reports = args.reports or find_reports_archive()
-    tok = build(reports, args.vocab_size)
-    save(tok, args.out)
-    print(f"wrote {args.out} ({tok.get_vocab_size()} tokens) from {reports}")
+    out = build(reports, args.vocab_size, args.out)
+    size = len(json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"])
+    print(f"wrote {out} ({size} tokens) from {reports}")
 
 
 if __name__ == "__main__":

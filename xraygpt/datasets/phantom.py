@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing
 import os
 import sys
@@ -679,8 +678,6 @@ def write_report(case: PhantomCase, rng: np.random.Generator) -> str:
 
 TOKENIZER_DIR = "tokenizer"  # inside the output folder
 TOKENIZER_VOCAB = 1024
-_SPECIALS = ("<unk>", "<s>", "</s>")  # ids 0, 1, 2 as in LLaMA
-_WORD_MARK = "\u2581"  # SentencePiece's word marker
 _TEMPLATE_REPEATS = 50  # so that the template's pieces win merges over report words
 
 
@@ -708,82 +705,14 @@ def tokenizer_corpus(reports: Sequence[str], prompt_file: str | Path | None = No
 def train_tokenizer(
     texts: Sequence[str], out: str | Path, vocab_size: int = TOKENIZER_VOCAB
 ) -> Path:
-    """A LLaMA-layout byte-fallback BPE tokenizer trained on ``texts``, saved under ``out``.
+    """The phantom reports' tokenizer, in LLaMA's layout, saved under ``out``.
 
-    The layout is LLaMA's, so the model code cannot tell it from Vicuna's:
-    ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2, the 256 byte tokens, then the learned
-    pieces; words carry SentencePiece's ``\u2581`` and any text can be encoded
-    (unseen characters fall back to bytes). A vocabulary this small (phantom
-    reports use ~200 words) keeps the tiny LLM's output layer, the bulk of its
-    cost, cheap. Deterministic for the same texts.
+    A vocabulary this small (phantom reports use ~200 words) keeps the tiny
+    LLM's output layer, the bulk of its cost, cheap.
     """
-    from tokenizers import (
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        normalizers,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
+    from xraygpt.models.tokenizer import train_llama_bpe
 
-    def pipeline(tok: Tokenizer) -> Tokenizer:
-        tok.normalizer = normalizers.Replace(Regex("\r\n?"), "\n")
-        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=_WORD_MARK, prepend_scheme="first")
-        tok.decoder = decoders.Sequence(
-            [
-                decoders.Replace(_WORD_MARK, " "),
-                decoders.ByteFallback(),
-                decoders.Fuse(),
-                decoders.Strip(" ", 1, 0),
-            ]
-        )
-        return tok
-
-    if vocab_size < len(_SPECIALS) + 256 + 64:
-        raise ValueError(
-            f"vocab_size {vocab_size} leaves too few learned pieces (min {len(_SPECIALS) + 320})"
-        )
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 256,  # the byte tokens are added afterwards
-        min_frequency=2,
-        special_tokens=list(_SPECIALS),
-        limit_alphabet=100,
-        show_progress=False,
-    )
-    draft = pipeline(Tokenizer(models.BPE(unk_token="<unk>")))
-    draft.train_from_iterator(texts, trainer=trainer)
-    learned = json.loads(draft.to_str())["model"]
-    vocab = {name: i for i, name in enumerate(_SPECIALS)}
-    for byte in range(256):
-        vocab[f"<0x{byte:02X}>"] = len(vocab)
-    for piece, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
-        vocab.setdefault(piece, len(vocab))
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in learned["merges"]]
-    tok = pipeline(
-        Tokenizer(
-            models.BPE(
-                vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True
-            )
-        )
-    )
-    tok.add_special_tokens(list(_SPECIALS))
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
-    )
-    out = Path(out)
-    PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="<unk>",
-        bos_token="<s>",
-        eos_token="</s>",
-        pad_token="</s>",  # MiniGPT-4 pads with eos
-        padding_side="right",
-        model_max_length=2048,
-    ).save_pretrained(out)
-    return out
+    return train_llama_bpe(texts, out, vocab_size, limit_alphabet=100)
 
 
 # --------------------------------------------------------------------------- data set
