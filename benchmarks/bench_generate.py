@@ -14,7 +14,9 @@ greedy answers at batch ``--batch`` equal those at batch 1.
 ``--size tiny`` with ``--cfg-path eval_configs/xraygpt_tiny_eval.yaml``
 uses the trained tiny model of ``quickstart.sh`` on phantom test images
 (random weights and random images without it); ``--size full`` builds EVA-ViT-g +
-Q-Former + LLaMA-7B with random weights in bf16 (a GPU is needed).
+Q-Former + LLaMA-7B with random weights in bf16 (a GPU is needed; smoke test
+without one: ``--size full --device cpu --precision fp32 --vit-layers 1
+--llm-layers 1 --n 2 --batch 2 --max-new-tokens 3``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 
 import torch
 from common import (
+    add_full_size_options,
     build_full_size_random,
     peak_memory_mb,
     pick_device,
@@ -41,7 +44,14 @@ QUESTION = "Describe the given chest x-ray image in detail."
 def build_model(args, device: torch.device) -> tuple[MiniGPT4, torch.Tensor | None]:
     """The model, and the test images of its config's dataset when it names one."""
     if args.size == "full":
-        return build_full_size_random(device, ckpt=args.ckpt or "").eval(), None
+        model = build_full_size_random(
+            device,
+            precision=args.precision,
+            vit_layers=args.vit_layers,
+            llm_layers=args.llm_layers,
+            ckpt=args.ckpt or "",
+        )
+        return model.eval(), None
     if args.cfg_path:  # e.g. the trained tiny model of quickstart.sh, on phantom test images
         from xraygpt.common.config import Config
         from xraygpt.tasks.base_task import BaseTask
@@ -104,6 +114,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    add_full_size_options(parser)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)

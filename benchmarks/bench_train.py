@@ -1,27 +1,38 @@
-"""Training throughput, peak memory and model-FLOPs utilisation, two batch sizes side by side.
+"""Training throughput, peak memory and model-FLOPs utilisation, batch sizes side by side.
 
     python benchmarks/bench_train.py                                   # tiny, CPU
-    python benchmarks/bench_train.py --size full --device cuda --batches 3 24
+    python benchmarks/bench_train.py --size full --device cuda --batches 3 max
 
 ``--size full`` is XrayGPT's stage-2 set-up with random weights: EVA-ViT-g +
-Q-Former + LLaMA-7B in bf16, everything frozen but ``llama_proj``, prompts
-and 160-token targets; a GPU is needed. ``--size tiny`` trains the tiny
-model end to end (its recipe trains everything) on the CPU.
+Q-Former + LLaMA-7B in bf16, everything frozen but ``llama_proj`` (the frozen
+encoders run under ``torch.inference_mode``), bf16 autocast, prompts and
+160-token targets; a GPU is needed. ``--size tiny`` trains the tiny model end
+to end (its recipe trains everything) on the CPU. A batch size of ``max``
+searches for the largest batch that fits (CUDA only): it doubles until the
+GPU runs out of memory, then bisects to a multiple of 8.
 
 Model FLOPs per sample (DESIGN §8): vision encoder forward ``2 * P_vit *
 T_vit``; Q-Former forward ``2 * P_qformer * Q``; LLM ``k * P_llm * T_llm``
 with k = 4 when the LLM is frozen (forward + backward to its inputs) and 6
 when it is trained, P without the embedding table, T_llm the padded sequence
-(bos + prompt + queries + text). MFU = achieved / ``--peak-tflops``.
+length the LLM actually saw (bos + prompt + queries + text), averaged over
+the timed steps; attention's own T^2 term is left out, as in §8.
+MFU = achieved / ``--peak-tflops``.
+
+Smoke test without a GPU: ``--size full --device cpu --precision fp32
+--vit-layers 1 --llm-layers 1 --batches 1 2 --steps 1 --warmup 0``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
 
 import torch
 from common import (
+    add_full_size_options,
+    attention_backends,
     build_full_size_random,
     peak_memory_mb,
     pick_device,
@@ -39,19 +50,21 @@ CAPTION_WORDS = (
 ).split()
 
 
-def build(size: str, device: torch.device, llm_layers: int | None) -> MiniGPT4:
-    if size == "tiny":
+def build(args, device: torch.device) -> MiniGPT4:
+    if args.size == "tiny":
         cfg = MiniGPT4.default_config("tiny")
         return MiniGPT4.from_config(cfg).to(device)
-    overrides = {  # the stage-2 text settings
-        "prompt_path": "prompts/alignment_chest_xray.txt",
-        "prompt_template": "###Patient: {} ###Doctor: ",
-        "max_txt_len": 160,
-        "end_sym": "###",
-    }
-    if llm_layers:  # a cut-down LLM for smoke tests of this script
-        overrides["llama_config"] = {"num_hidden_layers": llm_layers}
-    return build_full_size_random(device, **overrides)
+    return build_full_size_random(
+        device,
+        precision=args.precision,
+        vit_layers=args.vit_layers,
+        llm_layers=args.llm_layers,
+        # the stage-2 text settings
+        prompt_path="prompts/alignment_chest_xray.txt",
+        prompt_template="###Patient: {} ###Doctor: ",
+        max_txt_len=160,
+        end_sym="###",
+    )
 
 
 def n_params(module: torch.nn.Module, skip_embeddings: bool = False) -> int:
@@ -66,19 +79,9 @@ def caption(rng: torch.Generator, words: int) -> str:
     return " ".join(CAPTION_WORDS[i] for i in idx)
 
 
-def flops_per_sample(model: MiniGPT4, llm_tokens: int) -> float:
-    size = model.cfg.image_size
-    with torch.no_grad():
-        vit_tokens = model.visual_encoder(
-            torch.zeros(
-                1,
-                3,
-                size,
-                size,
-                device=model.device,
-                dtype=next(model.visual_encoder.parameters()).dtype,
-            )
-        ).shape[1]
+def flops_per_sample(model: MiniGPT4, llm_tokens: float) -> float:
+    encoder = model.visual_encoder
+    vit_tokens = encoder.patch_embed.num_patches + encoder.num_prefix_tokens
     vit = 2 * n_params(model.visual_encoder) * vit_tokens
     qformer = 2 * n_params(model.Qformer) * model.query_tokens.shape[1]
     k = 4 if model.freeze_llm else 6
@@ -86,42 +89,119 @@ def flops_per_sample(model: MiniGPT4, llm_tokens: int) -> float:
     return float(vit + qformer + llm)
 
 
-def measure(model, optimizer, precision, batch, steps, warmup, device, caption_words):
+class StepProbe:
+    """What the timed steps did: the LLM's sequence lengths and the ViT's autograd mode."""
+
+    def __init__(self, model: MiniGPT4) -> None:
+        self.llm_tokens: list[int] = []
+        self.vit_inference_mode: set[bool] = set()
+        model.llama_model.register_forward_pre_hook(self._llm, with_kwargs=True)
+        model.visual_encoder.register_forward_hook(self._vit)
+
+    def _llm(self, module, args, kwargs) -> None:
+        self.llm_tokens.append(kwargs["inputs_embeds"].shape[1])
+
+    def _vit(self, *_: object) -> None:
+        self.vit_inference_mode.add(torch.is_inference_mode_enabled())
+
+    def reset(self) -> None:
+        self.llm_tokens.clear()
+
+
+def train_step(model, optimizer, precision, samples) -> None:
+    with precision.autocast():
+        loss = model(samples)["loss"]
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def make_samples(model: MiniGPT4, batch: int, caption_words: int, device) -> dict:
     rng = torch.Generator().manual_seed(0)
     size = model.cfg.image_size
-    samples = {
+    return {
         "image": torch.randn(batch, 3, size, size, device=device),
         "caption": [caption(rng, caption_words) for _ in range(batch)],
     }
+
+
+def measure(model, optimizer, precision, probe, batch, steps, warmup, device, caption_words):
+    samples = make_samples(model, batch, caption_words, device)
     model.train()
     reset_peak_memory(device)
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync(device)
-            start = time.perf_counter()
-        with precision.autocast():
-            loss = model(samples)["loss"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    for _ in range(warmup):
+        train_step(model, optimizer, precision, samples)
+    sync(device)
+    probe.reset()
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, optimizer, precision, samples)
     sync(device)
     seconds = time.perf_counter() - start
-    text_tokens = min(
-        model.max_txt_len,
-        max(len(model.tokenize(c + model.end_sym)) for c in samples["caption"]),
-    )
-    prompt_tokens = max(
-        (len(model.tokenize(p.replace("<ImageHere>", ""))) for p in model.prompt_list), default=0
-    )
-    llm_tokens = 1 + prompt_tokens + model.query_tokens.shape[1] + text_tokens
+    llm_tokens = sum(probe.llm_tokens) / len(probe.llm_tokens)
     return seconds, llm_tokens, peak_memory_mb(device)
+
+
+def fits(model, optimizer, precision, batch, device, caption_words) -> bool:
+    """Whether one training step at ``batch`` fits in GPU memory."""
+    try:
+        train_step(model, optimizer, precision, make_samples(model, batch, caption_words, device))
+        return True
+    except torch.OutOfMemoryError:
+        return False
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def largest_batch(model, optimizer, precision, device, caption_words, start, limit) -> int:
+    """The largest batch (a multiple of 8 once past ``start``) whose step fits, up to ``limit``."""
+    if device.type != "cuda":
+        raise SystemExit("--batches max needs --device cuda (it probes for out-of-memory)")
+    good, bad = 0, None
+    batch = max(8, start)
+    while batch <= limit:
+        if not fits(model, optimizer, precision, batch, device, caption_words):
+            bad = batch
+            break
+        good, batch = batch, batch * 2
+    if good == 0:
+        raise SystemExit(f"batch {batch} does not fit on {device}; give the batches explicitly")
+    if bad is None:
+        return good
+    while bad - good > 8:
+        middle = (good + bad) // 2 // 8 * 8
+        if middle <= good:
+            break
+        if fits(model, optimizer, precision, middle, device, caption_words):
+            good = middle
+        else:
+            bad = middle
+    print(f"largest batch that fits: {good} (out of memory at {bad})")
+    return good
+
+
+def parse_batch(value: str) -> int | str:
+    if value == "max":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"a batch size is a positive integer or 'max': {value}")
+    return int(value)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--batches", type=int, nargs=2, default=[3, 16], help="two batch sizes")
+    parser.add_argument(
+        "--batches",
+        type=parse_batch,
+        nargs="+",
+        default=[3, 16],
+        help="batch sizes to compare; 'max' = the largest that fits (CUDA)",
+    )
+    parser.add_argument("--max-batch", type=int, default=512, help="upper bound for 'max'")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--caption-words", type=int, default=120)
@@ -131,12 +211,12 @@ def main() -> None:
     parser.add_argument(
         "--amp", action="store_true", help="bf16/fp16 autocast (on by default on CUDA)"
     )
-    parser.add_argument("--llm-layers", type=int, default=None, help="cut the 7B LLM (smoke tests)")
+    add_full_size_options(parser)
     args = parser.parse_args()
 
     torch.manual_seed(0)
     device = pick_device(args.device)
-    model = build(args.size, device, args.llm_layers)
+    model = build(args, device)
 
     class Run:  # the few run.* keys build_optimizer reads
         weight_decay, init_lr, beta1, beta2 = 0.05, 1e-5, 0.9, 0.999
@@ -144,10 +224,25 @@ def main() -> None:
     optimizer = build_optimizer(model, Run)
     precision = resolve_precision(device, args.amp or device.type == "cuda")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    probe = StepProbe(model)
+    batches = [
+        largest_batch(model, optimizer, precision, device, args.caption_words, 8, args.max_batch)
+        if b == "max"
+        else b
+        for b in args.batches
+    ]
     rows = []
-    for batch in args.batches:
+    for batch in batches:
         seconds, llm_tokens, peak = measure(
-            model, optimizer, precision, batch, args.steps, args.warmup, device, args.caption_words
+            model,
+            optimizer,
+            precision,
+            probe,
+            batch,
+            args.steps,
+            args.warmup,
+            device,
+            args.caption_words,
         )
         per_sample = flops_per_sample(model, llm_tokens)
         samples_per_s = batch * args.steps / seconds
@@ -157,6 +252,7 @@ def main() -> None:
                 "samples_per_s": samples_per_s,
                 "step_ms": 1000 * seconds / args.steps,
                 "peak_mem_mb": peak,
+                "llm_tokens": llm_tokens,
                 "tflop_per_sample": per_sample / 1e12,
                 "achieved_tflops": per_sample * samples_per_s / 1e12,
                 "mfu": per_sample * samples_per_s / (args.peak_tflops * 1e12),
@@ -166,7 +262,13 @@ def main() -> None:
         "bench_train",
         vars(args),
         rows,
-        {"precision": precision.describe(), "trainable_params": trainable},
+        {
+            "precision": precision.describe(),
+            "trainable_params": trainable,
+            "attention": attention_backends(model),
+            "vit_frozen": model.freeze_vit,
+            "vit_under_inference_mode": probe.vit_inference_mode == {True},
+        },
     )
 
 

@@ -22,25 +22,65 @@ if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/bench_x.py` from
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def build_full_size_random(device: torch.device, **overrides: Any):
-    """XrayGPT's full-size model (EVA-ViT-g + Q-Former + LLaMA-7B) with random weights in bf16.
+def build_full_size_random(
+    device: torch.device,
+    *,
+    precision: str = "bf16",
+    vit_layers: int | None = None,
+    llm_layers: int | None = None,
+    **overrides: Any,
+):
+    """XrayGPT's full-size model (EVA-ViT-g + Q-Former + LLaMA-7B) with random weights.
 
     Nothing is loaded: no Vicuna folder (the ``llama-7b`` preset instead), no ViT or
-    BLIP-2 checkpoint, and the shipped tiny tokenizer. ``overrides`` go on top.
+    BLIP-2 checkpoint, and the shipped tiny tokenizer. The frozen ViT and LLM are in
+    ``precision`` (bf16 as XrayGPT runs them; fp32 for CPU smoke tests).
+    ``vit_layers``/``llm_layers`` keep only the first blocks of each, so that a
+    smoke test of a benchmark fits a small machine; ``overrides`` go on top.
     """
     from xraygpt.models.mini_gpt4 import MiniGPT4
 
-    random_weights = {
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be bf16 or fp32, got {precision!r}")
+    random_weights: dict[str, Any] = {
         "vit_ckpt": "",
         "q_former_model": "",
         "llama_model": "",
         "llama_preset": "llama-7b",
         "tokenizer": "xraygpt/models/assets/tiny_tokenizer",
-        "llm_dtype": "bfloat16",
-        "vit_precision": "bf16",
+        "llm_dtype": "bfloat16" if precision == "bf16" else "float32",
+        "vit_precision": precision,
     }
+    if llm_layers:
+        random_weights["llama_config"] = {"num_hidden_layers": llm_layers}
     cfg = MiniGPT4.default_config("pretrain_vicuna", {**random_weights, **overrides})
-    return MiniGPT4.from_config(cfg, device=device)
+    model = MiniGPT4.from_config(cfg, device=device)
+    if vit_layers:
+        model.visual_encoder.blocks = model.visual_encoder.blocks[:vit_layers]
+    return model
+
+
+def add_full_size_options(parser) -> None:
+    """The ``--size full`` options both model benchmarks take."""
+    parser.add_argument(
+        "--precision",
+        choices=["bf16", "fp32"],
+        default="bf16",
+        help="full size: dtype of the frozen ViT and LLM (fp32 for CPU smoke tests)",
+    )
+    parser.add_argument("--vit-layers", type=int, default=None, help="cut EVA-ViT-g (smoke tests)")
+    parser.add_argument("--llm-layers", type=int, default=None, help="cut the 7B LLM (smoke tests)")
+
+
+def attention_backends(model) -> dict[str, str]:
+    """Which attention kernel each part uses: ``sdpa`` is PyTorch's fused attention."""
+    vit_blocks = list(model.visual_encoder.blocks)
+    fused = all(getattr(b.attn, "fused_attn", False) for b in vit_blocks)
+    return {
+        "vit": "sdpa" if fused else "eager",
+        "qformer": model.Qformer.config._attn_implementation,
+        "llm": model.llama_model.config._attn_implementation,
+    }
 
 
 def machine() -> dict[str, Any]:

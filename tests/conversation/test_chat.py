@@ -126,6 +126,42 @@ def test_long_context_is_cut_from_the_left(chat_model, xray, monkeypatch):
     assert seen["length"] == 40 - 6
 
 
+def test_image_cut_off_is_where_the_left_cut_reaches_the_image(chat_model, xray, monkeypatch):
+    """Losing the system text is allowed; the first position the check refuses is the image's.
+
+    The image sits in an earlier turn (a follow-up question), so that the
+    newest turn alone still fits when the image would be cut.
+    """
+    chat = Chat(chat_model)
+    conv, img_list = _upload_and_ask(chat, xray, "What is shown?")
+    chat.answer(conv, img_list, **GREEDY)
+    chat.ask("And the heart?", conv)
+    first_image_row = img_list[0][0, 0]
+    seen = []
+    original = chat_model.generate_from_embeds
+
+    def spy(embeds, *args, **kwargs):
+        seen.append(bool((embeds[0] == first_image_row).all(-1).any()))
+        return original(embeds, *args, **kwargs)
+
+    monkeypatch.setattr(chat_model, "generate_from_embeds", spy)
+    probe = conv.copy()
+    probe.append_message(probe.roles[1], None)
+    needed = chat.get_context_emb(probe, img_list).shape[1] + GREEDY["max_new_tokens"]
+    chat.max_length = needed
+    while chat.image_cut_off(conv, img_list, GREEDY["max_new_tokens"]) is None:
+        chat.max_length -= 1
+    assert chat.image_cut_off(conv, img_list, GREEDY["max_new_tokens"]) == (
+        needed,
+        chat.max_length,
+    )
+    assert chat.max_length < needed - 1  # the system text could go first
+    chat.answer(conv.copy(), img_list, **GREEDY)  # refused length: the image is cut
+    chat.max_length += 1
+    chat.answer(conv.copy(), img_list, **GREEDY)  # the longest cut still allowed
+    assert seen == [False, True]
+
+
 def test_a_newest_turn_that_cannot_fit_is_an_error(chat_model, xray):
     chat = Chat(chat_model, max_length=30)
     conv, img_list = _upload_and_ask(chat, xray, "describe " * 40)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from xraygpt.common.constants import IMAGE_PLACEHOLDER
+from xraygpt.conversation.chat import Chat
 from xraygpt.conversation.templates import IMAGE_MESSAGE, get_conv_template
 
 FAKE_IMAGE_TOKENS = 4
@@ -42,6 +43,8 @@ class FakeChat:
         self.images: list[Image.Image] = []
         self.generation_calls: list[dict] = []
         self.fail_with: Exception | None = None
+
+    image_cut_off = Chat.image_cut_off  # the real check, on this fake's context lengths
 
     def new_conversation(self):
         return get_conv_template("xraygpt")

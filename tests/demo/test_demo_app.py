@@ -167,21 +167,6 @@ def test_context_overflow_gets_a_message_and_keeps_the_conversation(handlers, fa
     assert frames[-1][-1]["content"] == fake_chat.answer
 
 
-def test_context_may_lose_the_system_text_but_not_the_image(handlers, fake_chat, xray_png):
-    """The Chat trims from the left: fine until the cut reaches the X-ray."""
-    _, _, session = handlers.load_image(_upload(xray_png), ChatSession())
-    conv = session.conv.copy()
-    fake_chat.ask("q", conv)
-    probe = conv.copy()
-    probe.append_message(probe.roles[1], None)
-    needed = fake_chat.get_context_emb(probe, session.img_list).shape[1] + 300
-    before_image = 1 + probe.get_prompt().index("<ImageHere>")
-    fake_chat.max_length = needed - before_image  # cuts exactly up to the image
-    assert handlers._context_problem(conv, session.img_list) is None
-    fake_chat.max_length -= 1  # one more position and the image's first one goes
-    assert "needs" in handlers._context_problem(conv, session.img_list)
-
-
 def test_max_new_tokens_must_leave_room(fake_chat):
     with pytest.raises(ValueError, match="max_new_tokens=2000 leaves no room"):
         ChatHandlers(fake_chat, max_new_tokens=2000)

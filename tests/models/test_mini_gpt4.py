@@ -143,22 +143,47 @@ def test_frozen_parts_have_no_grad_and_stay_in_eval(make_model, images):
     assert not model.visual_encoder.training and not model.ln_vision.training
     assert not model.Qformer.training and not model.llama_model.training
     assert model.llama_proj.training
-    grad_modes = []
-    model.visual_encoder.register_forward_hook(
-        lambda *_: grad_modes.append(torch.is_grad_enabled())
-    )
-    model.Qformer.register_forward_hook(lambda *_: grad_modes.append(torch.is_grad_enabled()))
+    modes = _record_inference_mode(model)
     model({"image": images[:2], "caption": CAPTIONS})["loss"].backward()
-    assert grad_modes == [False, False]
+    assert modes == {"visual_encoder": True, "Qformer": True}  # no autograd bookkeeping
     assert model.llama_proj.weight.grad is not None
 
 
-def test_trainable_vit_gets_gradients_through_a_frozen_qformer(make_model, images):
-    model = make_model(freeze_vit=False, freeze_qformer=True, freeze_llm=True)
+def _record_inference_mode(model: MiniGPT4) -> dict[str, bool]:
+    """Whether the vision encoder and the Q-Former ran under ``torch.inference_mode``."""
+    modes: dict[str, bool] = {}
+    for name in ("visual_encoder", "Qformer"):
+        getattr(model, name).register_forward_hook(
+            lambda *_, name=name: modes.__setitem__(name, torch.is_inference_mode_enabled())
+        )
+    return modes
+
+
+@pytest.mark.parametrize(
+    ("freeze_vit", "freeze_qformer", "inference_mode", "learning", "still"),
+    [
+        # stage 3 of the tiny recipe: the ViT under inference mode feeds a learning Q-Former
+        (True, False, {"visual_encoder": True, "Qformer": False}, "Qformer", "visual_encoder"),
+        # a trained ViT gets gradients through a frozen Q-Former (which then needs autograd)
+        (False, True, {"visual_encoder": False, "Qformer": False}, "visual_encoder", "Qformer"),
+    ],
+)
+def test_gradients_pass_through_frozen_parts_to_trained_ones(
+    make_model, images, freeze_vit, freeze_qformer, inference_mode, learning, still
+):
+    model = make_model(freeze_vit=freeze_vit, freeze_qformer=freeze_qformer, freeze_llm=True)
     model.train()
+    modes = _record_inference_mode(model)
     model({"image": images[:2], "caption": CAPTIONS})["loss"].backward()
-    assert model.visual_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
-    assert model.Qformer.layernorm.weight.grad is None
+    assert modes == inference_mode
+
+    def grads(name: str) -> list[torch.Tensor | None]:
+        return [p.grad for p in getattr(model, name).parameters()]
+
+    assert all(g is not None for g in grads(learning))
+    assert sum(g.abs().sum() for g in grads(learning)) > 0
+    assert all(g is None for g in grads(still))
+    assert (model.query_tokens.grad is not None) == (not freeze_qformer)
     assert set(model.trainable_state_dict()) == {
         n for n, p in model.named_parameters() if p.requires_grad
     }
@@ -272,3 +297,23 @@ def test_generate_checks_its_inputs(make_model, images):
         model.generate(images[:1], ["no image placeholder"])
     with pytest.raises(ValueError, match="captions"):
         model({"image": images, "caption": CAPTIONS})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_step_and_generation_on_cuda(make_model, images):
+    """XrayGPT's stage-2 set-up on a GPU: bf16 frozen parts under autocast, llama_proj learns."""
+    model = make_model(
+        vit_precision="bf16",
+        llm_dtype="bfloat16",
+        freeze_vit=True,
+        freeze_qformer=True,
+        freeze_llm=True,
+    ).cuda()
+    model.train()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model({"image": images[:2].cuda(), "caption": CAPTIONS})["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and model.llama_proj.weight.grad.abs().sum() > 0
+    model.eval()
+    assert len(model.generate(images[:2].cuda(), PROMPTS[:2], max_new_tokens=4)) == 2

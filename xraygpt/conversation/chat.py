@@ -158,6 +158,25 @@ class Chat:
                 pieces.append(img_list[i][0].to(model.device, pieces[-1].dtype))
         return torch.cat(pieces).unsqueeze(0)
 
+    def image_cut_off(
+        self, conv: Conversation, img_list: list[torch.Tensor], max_new_tokens: int
+    ) -> tuple[int, int] | None:
+        """``(positions needed, max_length)`` if answering ``conv`` now would cut into its image.
+
+        A context that is too long loses its oldest positions (see :meth:`answer`).
+        Losing the system text is harmless; once the cut reaches the first image's
+        embeddings, the model would answer without seeing the X-ray. ``None``
+        when the answer (``max_new_tokens`` of room) keeps the image whole.
+        """
+        probe = conv.copy()
+        probe.append_message(probe.roles[1], None)  # the open answer turn, as answering adds
+        needed = self.get_context_emb(probe, img_list).shape[1] + max_new_tokens
+        before_image = probe.get_prompt().split(IMAGE_PLACEHOLDER, 1)[0]
+        room = len(self.model.bos_ids()) + len(self.model.tokenize(before_image))
+        if needed - self.max_length > room:
+            return needed, self.max_length
+        return None
+
     def _newest_turn_length(self, conv: Conversation, img_list: list[torch.Tensor]) -> int:
         """Positions taken by the last Patient message and the open Doctor turn."""
         last_user = max(i for i, (role, _) in enumerate(conv.messages) if role == conv.roles[0])

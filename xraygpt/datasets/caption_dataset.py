@@ -140,7 +140,6 @@ class CaptionDataset(CaptionSource, Dataset):
         self.annotations = list(annotations)
         self.image_dir = Path(image_dir)
         self.image_ext = image_ext if image_ext.startswith(".") else f".{image_ext}"
-        self._bad_images = 0
 
     def __len__(self) -> int:
         return len(self.annotations)
@@ -161,7 +160,6 @@ class CaptionDataset(CaptionSource, Dataset):
                 image = read_image(path, self.vis_processor)
             except IMAGE_ERRORS as err:
                 self.bad_image(str(path), err)
-                self._bad_images += 1
                 skipped += 1
                 continue
             return make_sample(self.annotations[current], image, self.text_processor, skipped)
@@ -170,13 +168,6 @@ class CaptionDataset(CaptionSource, Dataset):
             f"(from {self.image_path(index).name}); check the folder and image_ext "
             f"{self.image_ext!r} of dataset {self.name}"
         )
-
-    def bad_image_count(self) -> int:
-        """Bad images met by *this process's* copy (0 in the main process with workers)."""
-        return self._bad_images
-
-    def reset_bad_image_count(self) -> None:
-        self._bad_images = 0
 
     @staticmethod
     def collater(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -191,7 +191,6 @@ class TrainLoader:
         self._chunk = -1
         self._choices: np.ndarray | None = None
         self._bad_images = 0
-        self.bad_images_total = 0
 
     def dataset_for_step(self, step: int) -> int:
         """Index of the dataset that batch ``step`` is drawn from."""
@@ -214,7 +213,6 @@ class TrainLoader:
         batch = next(self._iters[which])  # type: ignore[arg-type]
         self.step += 1
         self._bad_images += int(batch.get("skipped", 0))
-        self.bad_images_total += int(batch.get("skipped", 0))
         return batch
 
     def pop_bad_image_count(self) -> int:

@@ -30,7 +30,6 @@ from typing import Any
 import gradio as gr
 import torch
 
-from xraygpt.common.constants import IMAGE_PLACEHOLDER
 from xraygpt.demo.cli import DEFAULT_MAX_NEW_TOKENS, MIB, resolve_device
 from xraygpt.demo.examples import EXAMPLE_QUESTIONS, write_example_xrays
 from xraygpt.demo.images import (
@@ -241,24 +240,6 @@ class ChatHandlers:
             )
         return int(beams), temp
 
-    def _context_problem(self, conv: Any, img_list: list) -> str | None:
-        """A message if answering ``conv`` would cut the X-ray out of the model's context.
-
-        The Chat keeps context + new tokens within ``max_length`` by dropping
-        the oldest positions. Dropping the system text is harmless, but past
-        that the image embeddings go and the model would answer blind.
-        """
-        probe = copy.deepcopy(conv)
-        probe.append_message(probe.roles[1], None)  # the open answer turn, as Chat adds it
-        needed = self.chat.get_context_emb(probe, img_list).shape[1] + self.max_new_tokens
-        # Positions before the image: bos and the text up to the placeholder (as Chat builds it).
-        before_image = probe.get_prompt().split(IMAGE_PLACEHOLDER, 1)[0]
-        model = self.chat.model
-        room = len(model.bos_ids()) + len(model.tokenize(before_image))
-        if needed - self.chat.max_length > room:
-            return MSG_CONTEXT_FULL.format(needed=needed, limit=self.chat.max_length)
-        return None
-
     def ask(
         self,
         image: Any,
@@ -312,9 +293,10 @@ class ChatHandlers:
         answer = ""
         try:
             self.chat.ask(text, conv)
-            problem = self._context_problem(conv, session.img_list)
-            if problem is not None:
-                history.append(_warning(problem))
+            cut = self.chat.image_cut_off(conv, session.img_list, self.max_new_tokens)
+            if cut is not None:
+                needed, limit = cut
+                history.append(_warning(MSG_CONTEXT_FULL.format(needed=needed, limit=limit)))
                 session.history = history
                 yield list(history), gr.skip(), session
                 return

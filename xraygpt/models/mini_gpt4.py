@@ -573,8 +573,16 @@ class MiniGPT4(nn.Module):
         return torch.tensor([self.llama_tokenizer.bos_token_id], device=self.device)
 
     @staticmethod
-    def _grad_context(frozen: bool):
-        return torch.no_grad() if frozen else contextlib.nullcontext()
+    def _frozen_context(frozen: bool):
+        """Frozen parts run under inference mode: no autograd bookkeeping at all."""
+        return torch.inference_mode() if frozen else contextlib.nullcontext()
+
+    @staticmethod
+    def _leave_inference_mode(tensor: torch.Tensor) -> torch.Tensor:
+        """A copy that autograd may save for backward (an inference tensor may not be)."""
+        if tensor.is_inference() and not torch.is_inference_mode_enabled():
+            return tensor.clone()
+        return tensor
 
     # ------------------------------------------------------------- forward
 
@@ -585,13 +593,17 @@ class MiniGPT4(nn.Module):
             # Keep the ViT on the CPU next to an 8-bit LLM, as the original does.
             self.visual_encoder.to("cpu")
         vit_param = next(self.visual_encoder.parameters())
-        with self._grad_context(self.freeze_vit):
+        with self._frozen_context(self.freeze_vit):
             feats = self.visual_encoder(images.to(vit_param.device, vit_param.dtype))
             feats = self.ln_vision(feats).to(device)
+        qformer_frozen = self.freeze_vit and self.freeze_qformer
+        if not qformer_frozen:  # the Q-Former's weights need these for their gradients
+            feats = self._leave_inference_mode(feats)
         query = self.query_tokens.expand(feats.shape[0], -1, -1)
-        with self._grad_context(self.freeze_vit and self.freeze_qformer):
+        with self._frozen_context(qformer_frozen):
             out = self.Qformer(query_embeds=query, encoder_hidden_states=feats)
-        embeds = self.llama_proj(out.last_hidden_state)
+        hidden = self._leave_inference_mode(out.last_hidden_state)
+        embeds = self.llama_proj(hidden)
         atts = torch.ones(embeds.shape[:2], dtype=torch.long, device=device)
         return embeds, atts
 

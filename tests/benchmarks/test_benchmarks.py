@@ -1,0 +1,134 @@
+"""The benchmark scripts run and report what BENCHMARKS.md quotes; the FLOP count is DESIGN §8's.
+
+They run as a user runs them (``python benchmarks/bench_x.py ...``) on toy sizes;
+the full-size runs are cut to one ViT block and one LLM layer in fp32 on the CPU,
+which exercises the whole GPU path except the GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from xraygpt.common.config import REPO_ROOT
+
+BENCHMARKS = REPO_ROOT / "benchmarks"
+FULL_SMOKE = ["--size", "full", "--device", "cpu", "--precision", "fp32"]
+FULL_SMOKE += ["--vit-layers", "1", "--llm-layers", "1"]
+
+
+def run_benchmark(script: str, *args: str) -> dict:
+    """Run a benchmark script; its first output line is the JSON record."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    record = json.loads(result.stdout.splitlines()[0])
+    assert record["machine"]["torch"] == torch.__version__
+    return record
+
+
+def test_bench_train_tiny_reports_each_batch():
+    record = run_benchmark("bench_train.py", "--batches", "2", "3", "--steps", "1", "--warmup", "1")
+    assert [row["batch"] for row in record["results"]] == [2, 3]
+    for row in record["results"]:
+        assert row["samples_per_s"] > 0 and row["peak_mem_mb"] > 0 and row["mfu"] > 0
+        assert row["llm_tokens"] > 32  # bos + prompt + queries + text
+    assert record["attention"] == {"vit": "sdpa", "qformer": "sdpa", "llm": "sdpa"}
+    assert record["vit_frozen"] is False and record["vit_under_inference_mode"] is False
+
+
+@pytest.mark.slow
+def test_bench_train_full_size_path_runs_cut_down_on_the_cpu():
+    args = [*FULL_SMOKE, "--batches", "1", "2", "--steps", "1", "--warmup", "0"]
+    record = run_benchmark("bench_train.py", *args)
+    assert [row["batch"] for row in record["results"]] == [1, 2]
+    assert record["trainable_params"] == 768 * 4096 + 4096  # llama_proj only, as in XrayGPT
+    assert record["vit_frozen"] is True and record["vit_under_inference_mode"] is True
+    assert record["attention"] == {"vit": "sdpa", "qformer": "sdpa", "llm": "sdpa"}
+
+
+def test_batch_max_is_refused_off_cuda():
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_train.py"), "--device", "cpu"]
+        + ["--batches", "3", "max"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "--batches max needs --device cuda" in result.stderr
+
+
+def test_flop_count_is_design_section_8(monkeypatch):
+    """Full size, 160 LLM tokens: ViT ~0.5 TFLOP forward, LLM ~4.3 TFLOP (frozen: 4·P·T)."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("bench_train", BENCHMARKS / "bench_train.py")
+    bench_train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_train)
+    from xraygpt.models.mini_gpt4 import MiniGPT4
+
+    cfg = MiniGPT4.default_config(
+        "pretrain_vicuna", {"llama_model": "", "llama_preset": "llama-7b"}
+    )
+    model = MiniGPT4.from_config(cfg, device="meta")  # shapes only
+    total = bench_train.flops_per_sample(model, 160)
+    vit = 2 * sum(p.numel() for p in model.visual_encoder.parameters()) * 257
+    assert vit == pytest.approx(0.5e12, rel=0.02)
+    llm = total - vit - 2 * sum(p.numel() for p in model.Qformer.parameters()) * 32
+    assert llm == pytest.approx(4.3e12, rel=0.03)
+
+
+def test_bench_generate_tiny_compares_the_two_ways():
+    record = run_benchmark("bench_generate.py", "--n", "2", "--batch", "2", "--max-new-tokens", "3")
+    assert [row["reports"] for row in record["results"]] == [2, 2]
+    assert record["speedup"] > 0
+    assert record["greedy_batch_equals_batch1"] is True
+
+
+@pytest.mark.slow
+def test_bench_generate_full_size_path_runs_cut_down_on_the_cpu():
+    args = [*FULL_SMOKE, "--n", "2", "--batch", "2", "--max-new-tokens", "3"]
+    record = run_benchmark("bench_generate.py", *args)
+    assert all(row["reports_per_s"] > 0 for row in record["results"])
+    assert isinstance(record["greedy_batch_equals_batch1"], bool)
+
+
+def test_bench_data_compares_raw_and_prepared():
+    args = ["--n", "2", "--width", "600", "--height", "720", "--repeats", "1"]
+    record = run_benchmark("bench_data.py", *args)
+    variants = [row["variant"] for row in record["results"]]
+    assert variants == ["raw full decode", "raw draft decode", "prepared copy"]
+    assert record["prepared_vs_raw_full"] > 0
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_bench_train_full_size_on_cuda():
+    args = ["--size", "full", "--device", "cuda", "--batches", "3", "--steps", "2"]
+    record = run_benchmark("bench_train.py", *args, "--warmup", "1")
+    assert record["precision"] == "bf16 autocast"
+    assert record["vit_frozen"] is True and record["vit_under_inference_mode"] is True
+    assert record["attention"] == {"vit": "sdpa", "qformer": "sdpa", "llm": "sdpa"}
+    assert record["results"][0]["mfu"] > 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_bench_generate_full_size_on_cuda():
+    args = ["--size", "full", "--device", "cuda", "--n", "4", "--batch", "4"]
+    record = run_benchmark("bench_generate.py", *args, "--max-new-tokens", "8")
+    assert all(row["reports_per_s"] > 0 for row in record["results"])
