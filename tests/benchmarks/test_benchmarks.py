@@ -70,12 +70,35 @@ def test_batch_max_is_refused_off_cuda():
     assert "--batches max needs --device cuda" in result.stderr
 
 
-def test_flop_count_is_design_section_8(monkeypatch):
-    """Full size, 160 LLM tokens: ViT ~0.5 TFLOP forward, LLM ~4.3 TFLOP (frozen: 4·P·T)."""
+@pytest.fixture
+def bench_train(monkeypatch):
+    """``benchmarks/bench_train.py`` as a module (it imports ``common`` from its folder)."""
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location("bench_train", BENCHMARKS / "bench_train.py")
-    bench_train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_train)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("fits_up_to", "limit", "found"), [(61, 512, 56), (8, 512, 8), (700, 512, 512)]
+)
+def test_largest_batch_doubles_then_bisects(bench_train, monkeypatch, fits_up_to, limit, found):
+    """The search for ``--batches max``, with out-of-memory simulated above ``fits_up_to``."""
+    tried = []
+
+    def fits(model, optimizer, precision, batch, device, caption_words):
+        tried.append(batch)
+        return batch <= fits_up_to
+
+    monkeypatch.setattr(bench_train, "fits", fits)
+    cuda = torch.device("cuda")  # only its type is read
+    assert bench_train.largest_batch(None, None, None, cuda, 120, 8, limit) == found
+    assert len(tried) == len(set(tried)) <= 12
+
+
+def test_flop_count_is_design_section_8(bench_train):
+    """Full size, 160 LLM tokens: ViT ~0.5 TFLOP forward, LLM ~4.3 TFLOP (frozen: 4·P·T)."""
     from xraygpt.models.mini_gpt4 import MiniGPT4
 
     cfg = MiniGPT4.default_config(
