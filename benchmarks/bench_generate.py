@@ -44,14 +44,7 @@ QUESTION = "Describe the given chest x-ray image in detail."
 def build_model(args, device: torch.device) -> tuple[MiniGPT4, torch.Tensor | None]:
     """The model, and the test images of its config's dataset when it names one."""
     if args.size == "full":
-        model = build_full_size_random(
-            device,
-            precision=args.precision,
-            vit_layers=args.vit_layers,
-            llm_layers=args.llm_layers,
-            ckpt=args.ckpt or "",
-        )
-        return model.eval(), None
+        return build_full_size_random(device, args, ckpt=args.ckpt or "").eval(), None
     if args.cfg_path:  # e.g. the trained tiny model of quickstart.sh, on phantom test images
         from xraygpt.common.config import Config
         from xraygpt.tasks.base_task import BaseTask

@@ -56,9 +56,7 @@ def build(args, device: torch.device) -> MiniGPT4:
         return MiniGPT4.from_config(cfg).to(device)
     return build_full_size_random(
         device,
-        precision=args.precision,
-        vit_layers=args.vit_layers,
-        llm_layers=args.llm_layers,
+        args,
         # the stage-2 text settings
         prompt_path="prompts/alignment_chest_xray.txt",
         prompt_template="###Patient: {} ###Doctor: ",
@@ -106,6 +104,7 @@ class StepProbe:
 
     def reset(self) -> None:
         self.llm_tokens.clear()
+        self.vit_inference_mode.clear()
 
 
 def train_step(model, optimizer, precision, samples) -> None:
@@ -155,13 +154,12 @@ def fits(model, optimizer, precision, batch, device, caption_words) -> bool:
         torch.cuda.empty_cache()
 
 
-def largest_batch(model, optimizer, precision, device, caption_words, start, limit) -> int:
-    """The largest batch (a multiple of 8 once past ``start``) whose step fits, up to ``limit``."""
+def largest_batch(model, optimizer, precision, device, caption_words, limit) -> int:
+    """The largest batch, a multiple of 8, whose training step fits (up to ``limit``)."""
     if device.type != "cuda":
         raise SystemExit("--batches max needs --device cuda (it probes for out-of-memory)")
-    good, bad = 0, None
-    batch = max(8, start)
-    while batch <= limit:
+    good, bad, batch = 0, None, 8
+    while batch <= limit:  # double until a step runs out of memory
         if not fits(model, optimizer, precision, batch, device, caption_words):
             bad = batch
             break
@@ -170,10 +168,8 @@ def largest_batch(model, optimizer, precision, device, caption_words, start, lim
         raise SystemExit(f"batch {batch} does not fit on {device}; give the batches explicitly")
     if bad is None:
         return good
-    while bad - good > 8:
+    while bad - good > 8:  # both multiples of 8, so the middle one lies strictly between
         middle = (good + bad) // 2 // 8 * 8
-        if middle <= good:
-            break
         if fits(model, optimizer, precision, middle, device, caption_words):
             good = middle
         else:
@@ -226,7 +222,7 @@ def main() -> None:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     probe = StepProbe(model)
     batches = [
-        largest_batch(model, optimizer, precision, device, args.caption_words, 8, args.max_batch)
+        largest_batch(model, optimizer, precision, device, args.caption_words, args.max_batch)
         if b == "max"
         else b
         for b in args.batches

@@ -22,26 +22,20 @@ if str(REPO_ROOT) not in sys.path:  # run as `python benchmarks/bench_x.py` from
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def build_full_size_random(
-    device: torch.device,
-    *,
-    precision: str = "bf16",
-    vit_layers: int | None = None,
-    llm_layers: int | None = None,
-    **overrides: Any,
-):
+def build_full_size_random(device: torch.device, options: Any, **overrides: Any):
     """XrayGPT's full-size model (EVA-ViT-g + Q-Former + LLaMA-7B) with random weights.
 
     Nothing is loaded: no Vicuna folder (the ``llama-7b`` preset instead), no ViT or
-    BLIP-2 checkpoint, and the shipped tiny tokenizer. The frozen ViT and LLM are in
-    ``precision`` (bf16 as XrayGPT runs them; fp32 for CPU smoke tests).
-    ``vit_layers``/``llm_layers`` keep only the first blocks of each, so that a
-    smoke test of a benchmark fits a small machine; ``overrides`` go on top.
+    BLIP-2 checkpoint, and the shipped tiny tokenizer. ``options`` holds what
+    :func:`add_full_size_options` parsed: the frozen ViT and LLM in
+    ``options.precision`` (bf16 as XrayGPT runs them; fp32 for CPU smoke tests), and
+    ``options.vit_layers``/``options.llm_layers`` keeping only the first blocks of
+    each, so that a smoke test of a benchmark fits a small machine. ``overrides``
+    go on top.
     """
     from xraygpt.models.mini_gpt4 import MiniGPT4
 
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be bf16 or fp32, got {precision!r}")
+    precision = options.precision
     random_weights: dict[str, Any] = {
         "vit_ckpt": "",
         "q_former_model": "",
@@ -51,12 +45,12 @@ def build_full_size_random(
         "llm_dtype": "bfloat16" if precision == "bf16" else "float32",
         "vit_precision": precision,
     }
-    if llm_layers:
-        random_weights["llama_config"] = {"num_hidden_layers": llm_layers}
+    if options.llm_layers:
+        random_weights["llama_config"] = {"num_hidden_layers": options.llm_layers}
     cfg = MiniGPT4.default_config("pretrain_vicuna", {**random_weights, **overrides})
     model = MiniGPT4.from_config(cfg, device=device)
-    if vit_layers:
-        model.visual_encoder.blocks = model.visual_encoder.blocks[:vit_layers]
+    if options.vit_layers:
+        model.visual_encoder.blocks = model.visual_encoder.blocks[: options.vit_layers]
     return model
 
 
@@ -74,8 +68,7 @@ def add_full_size_options(parser) -> None:
 
 def attention_backends(model) -> dict[str, str]:
     """Which attention kernel each part uses: ``sdpa`` is PyTorch's fused attention."""
-    vit_blocks = list(model.visual_encoder.blocks)
-    fused = all(getattr(b.attn, "fused_attn", False) for b in vit_blocks)
+    fused = all(getattr(b.attn, "fused_attn", False) for b in model.visual_encoder.blocks)
     return {
         "vit": "sdpa" if fused else "eager",
         "qformer": model.Qformer.config._attn_implementation,

@@ -22,15 +22,19 @@ FULL_SMOKE = ["--size", "full", "--device", "cpu", "--precision", "fp32"]
 FULL_SMOKE += ["--vit-layers", "1", "--llm-layers", "1"]
 
 
-def run_benchmark(script: str, *args: str) -> dict:
-    """Run a benchmark script; its first output line is the JSON record."""
-    result = subprocess.run(
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, str(BENCHMARKS / script), *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
         timeout=900,
     )
+
+
+def run_benchmark(script: str, *args: str) -> dict:
+    """Run a benchmark script; its first output line is the JSON record."""
+    result = run_script(script, *args)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     record = json.loads(result.stdout.splitlines()[0])
     assert record["machine"]["torch"] == torch.__version__
@@ -58,14 +62,7 @@ def test_bench_train_full_size_path_runs_cut_down_on_the_cpu():
 
 
 def test_batch_max_is_refused_off_cuda():
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_train.py"), "--device", "cpu"]
-        + ["--batches", "3", "max"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_script("bench_train.py", "--device", "cpu", "--batches", "3", "max")
     assert result.returncode != 0
     assert "--batches max needs --device cuda" in result.stderr
 
@@ -93,7 +90,7 @@ def test_largest_batch_doubles_then_bisects(bench_train, monkeypatch, fits_up_to
 
     monkeypatch.setattr(bench_train, "fits", fits)
     cuda = torch.device("cuda")  # only its type is read
-    assert bench_train.largest_batch(None, None, None, cuda, 120, 8, limit) == found
+    assert bench_train.largest_batch(None, None, None, cuda, 120, limit) == found
     assert len(tried) == len(set(tried)) <= 12
 
 
