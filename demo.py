@@ -5,7 +5,7 @@
 
 Serves http://127.0.0.1:7860 (this machine only). ``--host 0.0.0.0`` serves
 the network, ``--share`` adds a public gradio.live link, ``--auth user:pw``
-asks for a login. See ``xraygpt/demo/app.py``.
+asks for a login. See ``xraygpt/apps/demo/app.py``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from xraygpt.apps.demo.cli import add_demo_arguments
 from xraygpt.common.launch import build_parser
-from xraygpt.demo.cli import add_demo_arguments
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -27,6 +27,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse_args()
     # Imported after parsing: --help and flag errors answer without loading Gradio.
-    from xraygpt.demo.app import main
+    from xraygpt.apps.demo.app import main
 
     sys.exit(main(args))

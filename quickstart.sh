@@ -57,7 +57,7 @@ if [ -f "$DATA/filter_cap.json" ] && [ -f "$DATA/tokenizer/tokenizer.json" ]; th
 else
     step "generating the phantom data set in $DATA"
     t0=$(date +%s)
-    "$PY" -m xraygpt.datasets.phantom --out "$DATA" --n 3000 --seed 0
+    "$PY" -m xraygpt.tools.phantom --out "$DATA" --n 3000 --seed 0
     timings+=("data $(($(date +%s) - t0)) s")
 fi
 
@@ -92,7 +92,7 @@ t0=$(date +%s)
 timings+=("eval $(($(date +%s) - t0)) s")
 
 step "summary"
-"$PY" -m xraygpt.tasks.tiny_recipe --output "$OUT" --data "$DATA"
+"$PY" -m xraygpt.tools.tiny_recipe --output "$OUT" --data "$DATA"
 echo
 echo "wall time: ${timings[*]}; all training stages $((train_end - train_start)) s; everything after the install $(($(date +%s) - start)) s"
 echo "chat with the tiny model: .venv/bin/python demo.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml --device cpu"

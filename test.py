@@ -19,10 +19,12 @@ from xraygpt.common.launch import build_parser
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser("Evaluate an XrayGPT model on a test split.").parse_args(argv)
     # Heavy imports only after parsing, so that --help is instant.
+    import xraygpt.train  # noqa: F401 - registers every component
     from xraygpt.common import dist
     from xraygpt.common.launch import load_config, seed_everything, setup_logging
     from xraygpt.common.registry import registry
-    from xraygpt.tasks.evaluation import place_model, run_evaluation
+    from xraygpt.eval.evaluation import place_model, run_evaluation
+    from xraygpt.models.factory import build_model
 
     setup_logging()
     cfg = load_config(args)
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
         datasets = task.build_datasets(cfg)
-        model = place_model(task.build_model(cfg), device)
+        model = place_model(build_model(cfg.model_cfg), device)
         return run_evaluation(cfg, model, datasets)
     finally:
         dist.cleanup()

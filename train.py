@@ -19,6 +19,7 @@ from xraygpt.common.launch import build_parser
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser("Train an XrayGPT stage from a YAML config.").parse_args(argv)
     # Heavy imports only after parsing, so that --help is instant.
+    import xraygpt.train  # noqa: F401 - registers every component
     from xraygpt.common import dist
     from xraygpt.common.launch import load_config, seed_everything, setup_logging
     from xraygpt.common.registry import registry

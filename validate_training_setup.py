@@ -7,7 +7,7 @@ Prints a checklist (✓ pass, ✗ required check failed, ! optional check failed
 – skipped) with the fix for each failure: config and registry names, each
 dataset's folder, annotations and images, the Vicuna folder and the
 checkpoints, GPUs and memory, disk, Python packages. Exits 0 only when every
-required check passes. The checks are in :mod:`xraygpt.validation`.
+required check passes. The checks are in :mod:`xraygpt.tools.validate`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from xraygpt.validation import validate_setup
+    from xraygpt.tools.validate import validate_setup
 
     checklist = validate_setup(
         args.cfg_path,

@@ -36,27 +36,28 @@ from common import (
 
 from xraygpt.common.constants import IMAGE_PLACEHOLDER
 from xraygpt.conversation.chat import Chat
+from xraygpt.models.factory import build_model, load_model_and_processors
 from xraygpt.models.mini_gpt4 import MiniGPT4
 
 QUESTION = "Describe the given chest x-ray image in detail."
 
 
-def build_model(args, device: torch.device) -> tuple[MiniGPT4, torch.Tensor | None]:
+def benchmark_model(args, device: torch.device) -> tuple[MiniGPT4, torch.Tensor | None]:
     """The model, and the test images of its config's dataset when it names one."""
     if args.size == "full":
         return build_full_size_random(device, args, ckpt=args.ckpt or "").eval(), None
     if args.cfg_path:  # e.g. the trained tiny model of quickstart.sh, on phantom test images
         from xraygpt.common.config import Config
-        from xraygpt.tasks.base_task import BaseTask
+        from xraygpt.train.tasks.base_task import BaseTask
 
         cfg = Config(args.cfg_path, ["model.ckpt=" + args.ckpt] if args.ckpt else [])
         task = BaseTask(cfg)
-        model = task.build_model().to(device).eval()
+        model, _ = load_model_and_processors(cfg, device=device)
         split = next(iter(task.build_datasets().values()))["test"]
         images = torch.stack([split[i % len(split)]["image"] for i in range(args.n)])
         return model, images.to(device)
     cfg = MiniGPT4.default_config("tiny", {"ckpt": args.ckpt or ""})
-    return MiniGPT4.from_config(cfg).to(device).eval(), None
+    return build_model(cfg, device=device).eval(), None
 
 
 def count_tokens(model: MiniGPT4, texts: list[str]) -> int:
@@ -112,7 +113,7 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
-    model, images = build_model(args, device)
+    model, images = benchmark_model(args, device)
     if images is None:
         size = model.cfg.image_size
         images = torch.randn(args.n, 3, size, size, device=device)

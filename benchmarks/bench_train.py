@@ -41,8 +41,9 @@ from common import (
     sync,
 )
 
+from xraygpt.models.factory import build_model
 from xraygpt.models.mini_gpt4 import MiniGPT4
-from xraygpt.runners.optim import build_optimizer, resolve_precision
+from xraygpt.train.optim import build_optimizer, resolve_precision
 
 CAPTION_WORDS = (
     "the heart size is normal . the lungs are clear without focal consolidation , pleural "
@@ -53,7 +54,7 @@ CAPTION_WORDS = (
 def build(args, device: torch.device) -> MiniGPT4:
     if args.size == "tiny":
         cfg = MiniGPT4.default_config("tiny")
-        return MiniGPT4.from_config(cfg).to(device)
+        return build_model(cfg, device=device)
     return build_full_size_random(
         device,
         args,

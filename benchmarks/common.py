@@ -33,6 +33,7 @@ def build_full_size_random(device: torch.device, options: Any, **overrides: Any)
     each, so that a smoke test of a benchmark fits a small machine. ``overrides``
     go on top.
     """
+    from xraygpt.models.factory import build_model
     from xraygpt.models.mini_gpt4 import MiniGPT4
 
     precision = options.precision
@@ -48,7 +49,7 @@ def build_full_size_random(device: torch.device, options: Any, **overrides: Any)
     if options.llm_layers:
         random_weights["llama_config"] = {"num_hidden_layers": options.llm_layers}
     cfg = MiniGPT4.default_config("pretrain_vicuna", {**random_weights, **overrides})
-    model = MiniGPT4.from_config(cfg, device=device)
+    model = build_model(cfg, device=device)
     if options.vit_layers:
         model.visual_encoder.blocks = model.visual_encoder.blocks[: options.vit_layers]
     return model

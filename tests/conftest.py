@@ -7,12 +7,17 @@ folders share lives here as fixtures.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+import xraygpt.train  # noqa: F401 - registers every component for the tests
 
 # A mini_gpt4 smaller than the shipped tiny config (64 px images), so that every test
 # builds its own model in ms: overrides of ``MiniGPT4.default_config("tiny", ...)``.
@@ -80,11 +85,11 @@ def make_model() -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def make_phantom(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``make_phantom(n, size=64)``: a folder of ``n`` phantoms (``python -m
-    xraygpt.datasets.phantom``, seed 0), drawn once per session for each ``(n, size)``.
+    xraygpt.tools.phantom``, seed 0), drawn once per session for each ``(n, size)``.
 
     Tests read these folders; one that changes files works on a copy.
     """
-    from xraygpt.datasets.phantom import main as make_phantoms
+    from xraygpt.tools.phantom import main as make_phantoms
 
     made: dict[tuple[int, int], Path] = {}
 
@@ -96,3 +101,50 @@ def make_phantom(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path
         return made[n, size]
 
     return make
+
+
+# --------------------------------------------------------------------------- caption folders
+
+
+def write_caption_folder(
+    root: Path,
+    n: int = 12,
+    *,
+    ext: str = ".png",
+    size: tuple[int, int] = (40, 48),
+    splits: dict[str, int] | None = None,
+    with_split: bool = True,
+    labels: bool = False,
+) -> list[dict]:
+    """``root/filter_cap.json`` and ``root/image/img<i><ext>``; returns the entries."""
+    (root / "image").mkdir(parents=True, exist_ok=True)
+    splits = splits or {"train": n}
+    names = [split for split, count in splits.items() for _ in range(count)]
+    rng = np.random.default_rng(0)
+    entries = []
+    for i, split in enumerate(names):
+        image_id = f"img{i:03d}"
+        pixels = rng.integers(0, 256, size[::-1], dtype=np.uint8)
+        Image.fromarray(pixels, mode="L").save(root / "image" / f"{image_id}{ext}")
+        entry = {"image_id": image_id, "caption": f"Finding number {i}. No effusion."}
+        if with_split:
+            entry["split"] = split
+        if labels:
+            entry["labels"] = {"Cardiomegaly": i % 2, "No Finding": 1 - i % 2}
+        entries.append(entry)
+    (root / "filter_cap.json").write_text(json.dumps({"annotations": entries}))
+    return entries
+
+
+@pytest.fixture
+def make_caption_folder():
+    """:func:`write_caption_folder`, for tests that need their own folders."""
+    return write_caption_folder
+
+
+@pytest.fixture
+def caption_folder(tmp_path):
+    """A 12-image OpenI-like folder (8 train, 2 val, 2 test); returns its path."""
+    root = tmp_path / "openi"
+    write_caption_folder(root, splits={"train": 8, "val": 2, "test": 2})
+    return root

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from xraygpt.common.config import REPO_ROOT
-from xraygpt.tasks.tiny_recipe import summarize
+from xraygpt.tools.tiny_recipe import summarize
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@
 
 The file is JSON lines with at least ``image_id``, ``generated`` and
 ``reference`` per line (optional ``baselines``: ``{name: report}``), as
-``test.py`` writes it (see :mod:`xraygpt.metrics.scoring`). Writes
+``test.py`` writes it (see :mod:`xraygpt.eval.metrics.scoring`). Writes
 ``<out>/metrics.json`` (default: next to the predictions file) and prints the
 table.
 """
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from xraygpt.common.io import atomic_write_json
-    from xraygpt.metrics.scoring import (
+    from xraygpt.eval.metrics.scoring import (
         PredictionsError,
         format_table,
         read_predictions,

@@ -30,7 +30,7 @@ def fake_registry(tmp_path, monkeypatch):
     data_yaml = tmp_path / "data_default.yaml"
     data_yaml.write_text("datasets:\n  fakeset:\n    storage: dataset/fake\n    ratio: 0.5\n")
 
-    reg = Registry(autoload=False)
+    reg = Registry()
     reg.register_model("fake")(
         type(
             "FakeModel",

@@ -4,7 +4,7 @@ from xraygpt.common.registry import KINDS, Registry, RegistryError, registry
 
 
 def test_register_and_get_each_kind():
-    reg = Registry(autoload=False)
+    reg = Registry()
     for kind in KINDS:
         obj = type(f"Thing_{kind}", (), {})
         assert getattr(reg, f"register_{kind}")("thing")(obj) is obj
@@ -12,14 +12,14 @@ def test_register_and_get_each_kind():
 
 
 def test_duplicate_name_raises():
-    reg = Registry(autoload=False)
+    reg = Registry()
     reg.register_model("m")(type("A", (), {}))
     with pytest.raises(RegistryError, match="already registered"):
         reg.register_model("m")(type("B", (), {}))
 
 
 def test_unknown_name_lists_registered_names():
-    reg = Registry(autoload=False)
+    reg = Registry()
     reg.register_task("alpha")(object)
     reg.register_task("beta")(object)
     with pytest.raises(RegistryError) as err:
@@ -30,7 +30,7 @@ def test_unknown_name_lists_registered_names():
 
 def test_unknown_kind_raises():
     with pytest.raises(RegistryError, match="unknown registry kind"):
-        Registry(autoload=False).get("widget", "x")
+        Registry().get("widget", "x")
 
 
 def test_global_registry_loads_the_shipped_components():

@@ -28,4 +28,16 @@ CHEXPERT_OBSERVATIONS = (
     "No Finding",
 )
 
+# The observations a phantom (the embedded default's synthetic radiograph) can show;
+# "No Finding" is set when none is drawn. Models, data and tools share them.
+PHANTOM_FINDINGS = (
+    "Cardiomegaly",
+    "Pleural Effusion",
+    "Pneumothorax",
+    "Consolidation",
+    "Lung Lesion",
+    "Support Devices",
+)
+PHANTOM_OBSERVATIONS = (*PHANTOM_FINDINGS, "No Finding")
+
 STOP_STR = "###"  # turn separator of the XrayGPT conversation; generation stops at it

@@ -5,8 +5,12 @@ this module maps those names to classes. Registering a name twice, or asking
 for a name nobody registered, is an error that lists what *is* registered.
 
 Components register themselves with a decorator when their module is
-imported. Every such import is written out once, in
-:func:`xraygpt.registration.import_all`, which the getters call on first use.
+imported, and each package imports its registering modules in its
+``__init__``: importing ``xraygpt.models`` registers the models and vision
+encoders, ``xraygpt.processors.blip_processors`` the processors, ``xraygpt.data`` the dataset
+builders, ``xraygpt.train`` the tasks, runners and LR schedulers (and, through
+its imports, everything below it). The registry itself imports none of them: it
+is the ground floor (``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,18 @@ KINDS = (
 )
 
 
+# Which package registers each kind: named in the error for an empty table.
+PROVIDERS = {
+    "builder": "xraygpt.data",
+    "model": "xraygpt.models",
+    "processor": "xraygpt.processors.blip_processors",
+    "task": "xraygpt.train",
+    "runner": "xraygpt.train",
+    "lr_scheduler": "xraygpt.train",
+    "vision_encoder": "xraygpt.models",
+}
+
+
 class RegistryError(KeyError):
     """An unknown or duplicate registry name."""
 
@@ -35,10 +51,8 @@ class RegistryError(KeyError):
 
 
 class Registry:
-    def __init__(self, autoload: bool = True) -> None:
+    def __init__(self) -> None:
         self._tables: dict[str, dict[str, Any]] = {kind: {} for kind in KINDS}
-        self._autoload = autoload
-        self._loaded = not autoload
 
     def _table(self, kind: str) -> dict[str, Any]:
         if kind not in self._tables:
@@ -61,24 +75,18 @@ class Registry:
 
     def get(self, kind: str, name: str) -> Any:
         table = self._table(kind)
-        if name not in table and not self._loaded:
-            self.load_all()
         if name not in table:
-            known = ", ".join(sorted(table)) or "(none)"
+            if not table:
+                raise RegistryError(
+                    f"unknown {kind} {name!r}: no {kind} is registered yet; "
+                    f"import {PROVIDERS[kind]} first (the entry points do)"
+                )
+            known = ", ".join(sorted(table))
             raise RegistryError(f"unknown {kind} {name!r}; registered {kind} names: {known}")
         return table[name]
 
     def names(self, kind: str) -> list[str]:
-        if not self._loaded:
-            self.load_all()
         return sorted(self._table(kind))
-
-    def load_all(self) -> None:
-        """Import every registering module (once)."""
-        self._loaded = True
-        from xraygpt.registration import import_all
-
-        import_all()
 
     # One decorator and one getter per kind, as the configs use them.
     def register_builder(self, name: str) -> Callable[[T], T]:

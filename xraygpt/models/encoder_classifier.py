@@ -25,11 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
+import xraygpt.models.convert as convert
+from xraygpt.common.constants import CHEXPERT_OBSERVATIONS, PHANTOM_FINDINGS
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
-from xraygpt.datasets.phantom import FINDINGS
-from xraygpt.models import convert
 from xraygpt.models.mini_gpt4 import require_path
 from xraygpt.models.vision_encoders import build_vision_encoder
 
@@ -48,7 +47,7 @@ class EncoderClassifierConfig:
     drop_path_rate: float = 0.0
     use_grad_checkpoint: bool = False
     # The CheXpert observations to predict, in the head's output order.
-    label_names: list[str] = field(default_factory=lambda: list(FINDINGS))
+    label_names: list[str] = field(default_factory=lambda: list(PHANTOM_FINDINGS))
     # Weights to start from: a checkpoint of this model (path or list of paths).
     ckpt: Any = ""
 

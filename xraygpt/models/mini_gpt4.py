@@ -38,11 +38,11 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+import xraygpt.models.convert as convert
 from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
-from xraygpt.models import convert
 from xraygpt.models.llm import (
     TINY_TOKENIZER_DIR,
     EndSymStopping,

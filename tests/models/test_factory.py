@@ -1,0 +1,36 @@
+"""The one door in: model + eval processors from a config."""
+
+import torch
+from PIL import Image
+
+from xraygpt.common.config import REPO_ROOT, Config
+from xraygpt.models.factory import build_model, eval_image_processor, load_model_and_processors
+
+
+def test_eval_config_names_the_eval_image_processor():
+    processor = eval_image_processor(Config(REPO_ROOT / "eval_configs" / "xraygpt_eval.yaml"))
+    assert type(processor).__name__ == "Blip2ImageEvalProcessor"
+    assert tuple(processor(Image.new("RGB", (300, 200))).shape) == (3, 224, 224)
+
+
+def test_meta_build_has_the_shapes_and_no_memory():
+    cfg = Config(REPO_ROOT / "eval_configs" / "xraygpt_eval.yaml")
+    model = build_model(cfg.model_cfg, device="meta")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert model.llama_proj.weight.shape == (4096, 768)
+
+
+def test_load_model_and_processors_gives_an_eval_model(make_phantom, tmp_path):
+    data = make_phantom(8)
+    cfg = Config(
+        REPO_ROOT / "eval_configs" / "xraygpt_tiny_eval.yaml",
+        [
+            f"datasets.phantom.build_info.storage={data}",
+            f"model.tokenizer={data}/tokenizer",
+            "model.ckpt=[]",
+        ],
+    )
+    model, processor = load_model_and_processors(cfg)
+    assert not model.training
+    image = processor(Image.new("RGB", (120, 100)))
+    assert image.shape == (3, 96, 96) and image.dtype == torch.float32

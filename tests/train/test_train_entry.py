@@ -1,0 +1,170 @@
+"""``train.py`` as the user runs it: --help, a SIGKILL in mid-epoch then resume, torchrun.
+
+The end-to-end runs use the real tiny ``mini_gpt4`` (only ``llama_proj`` trains,
+as in XrayGPT) on a small phantom data set, on the CPU.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from xraygpt.common.config import REPO_ROOT
+from xraygpt.common.io import load_checkpoint
+from xraygpt.train.checkpoint import LAST_NAME
+
+TINY_CONFIG = """\
+model:
+  arch: mini_gpt4
+  model_type: tiny
+  image_size: 64
+  freeze_vit: true
+  freeze_qformer: true
+  freeze_llm: true
+  max_txt_len: 24
+datasets:
+  openi:
+    build_info: {{storage: {data}}}
+    vis_processor:
+      train: {{name: blip2_image_train, image_size: 64}}
+      eval: {{name: blip2_image_eval, image_size: 64}}
+run:
+  device: cpu
+  output_dir: {out}
+  init_lr: 1.0e-3
+  min_lr: 1.0e-4
+  warmup_steps: 3
+  max_epoch: 2
+  iters_per_epoch: {iters}
+  batch_size_train: 2
+  num_workers: 0
+  log_freq: 5
+  save_every_iters: 2
+  keep_last_checkpoints: 2
+"""
+
+
+def env() -> dict[str, str]:
+    # one thread per process: the machine's cores are shared by the ranks and other jobs
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+
+
+def train_cmd(cfg: Path, *options: str) -> list[str]:
+    cmd = [sys.executable, str(REPO_ROOT / "train.py"), "--cfg-path", str(cfg)]
+    return cmd + (["--options", *options] if options else [])
+
+
+@pytest.fixture(scope="module")
+def phantom(make_phantom) -> Path:
+    return make_phantom(40)
+
+
+def write_config(tmp_path: Path, data: Path, iters: int) -> Path:
+    cfg = tmp_path / "tiny_train.yaml"
+    cfg.write_text(TINY_CONFIG.format(data=data, out=tmp_path / "out", iters=iters))
+    return cfg
+
+
+def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_help_is_fast_and_imports_no_torch():
+    probe = (
+        "import runpy, sys\n"
+        "sys.argv = ['train.py', '--help']\n"
+        "try:\n"
+        "    runpy.run_path('train.py', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    started = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    elapsed = time.perf_counter() - started
+    assert "--cfg-path" in out.stdout and "--options" in out.stdout
+    assert "torch imported: False" in out.stdout
+    assert elapsed < 3.0, f"train.py --help took {elapsed:.1f} s"
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, phantom):
+    iters = 20  # 2 epochs x 20 iterations, a checkpoint every 2
+    cfg = write_config(tmp_path, phantom, iters)
+    full_dir, killed_dir = tmp_path / "out" / "full", tmp_path / "out" / "killed"
+    run(train_cmd(cfg, "run.job_name=full"))
+
+    proc = subprocess.Popen(
+        train_cmd(cfg, "run.job_name=killed"),
+        cwd=REPO_ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed_dir / LAST_NAME).exists():
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    at_kill = load_checkpoint(killed_dir / LAST_NAME)["step"]
+    assert 0 < at_kill < iters, f"killed at iteration {at_kill}: not in the middle of epoch 0"
+    print(f"SIGKILL after the checkpoint of iteration {at_kill} of {2 * iters}")
+
+    run(train_cmd(cfg, "run.job_name=killed", "run.resume=auto"))
+    full = load_checkpoint(full_dir / LAST_NAME)
+    resumed = load_checkpoint(killed_dir / LAST_NAME)
+    assert full["step"] == resumed["step"] == 2 * iters
+    assert set(full["model"]) == {"llama_proj.weight", "llama_proj.bias"}
+    for name, value in full["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
+    for a, b in zip(
+        full["optimizer"]["state"].values(), resumed["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    # the resumed run appended to the killed run's log; it logged the iterations after
+    # the checkpoint again, with the same losses as the uninterrupted run
+    full_log = {x["step"]: x["loss"] for x in map(json.loads, open(full_dir / "log.jsonl"))}
+    resumed_log = [json.loads(x) for x in open(killed_dir / "log.jsonl")]
+    for line in resumed_log:
+        if line["step"] >= at_kill + 5:  # log lines wholly after the resume point
+            assert line["loss"] == full_log[line["step"]], line["step"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu(tmp_path, phantom):
+    iters = 8
+    cfg = write_config(tmp_path, phantom, iters)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    done = run(cmd + train_cmd(cfg, "run.job_name=ddp")[1:])
+    out = tmp_path / "out" / "ddp"
+    ckpt = load_checkpoint(out / LAST_NAME)
+    assert ckpt["step"] == 2 * iters and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    # the ranks had different RNG streams (seed + rank)
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    lines = [json.loads(x) for x in open(out / "log.jsonl")]
+    assert [x["step"] for x in lines] == [5, 10, 15, 16]  # one writer: rank 0
+    assert "distributed: rank 0 of 2 (gloo)" in done.stderr
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".pth") == [
+        "checkpoint_14.pth",
+        "checkpoint_16.pth",
+        LAST_NAME,
+    ]

@@ -1,0 +1,1 @@
+"""Evaluation: the batched generation loop (:mod:`.evaluation`) and the metrics (:mod:`.metrics`)."""

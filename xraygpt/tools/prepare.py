@@ -1,0 +1,595 @@
+"""Raw MIMIC-CXR / OpenI downloads -> ``filter_cap.json`` + resized images.
+
+    python -m xraygpt.tools.prepare openi --reports NLMCXR_reports.tgz \\
+        [--images NLMCXR_png/] --out dataset/openi
+    python -m xraygpt.tools.prepare mimic --reports mimic-cxr-reports.zip \\
+        --images <mimic-cxr-jpg root> --split-csv mimic-cxr-2.0.0-split.csv.gz --out dataset/mimic
+
+Each report is filtered and cleaned (:mod:`xraygpt.tools.report_cleaning`);
+every image of a kept report becomes one annotation with the report's summary,
+the split and the report id. With ``--images`` the images are copied to
+``<out>/image/`` with the longer side at most ``--max-side`` pixels (images
+already there and newer than their source are kept, so an interrupted run can
+be restarted). ``prepare_stats.json`` records the counts. The output depends
+only on the inputs and the options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import io
+import logging
+import os
+import re
+import sys
+import tarfile
+import xml.etree.ElementTree as ET
+import zipfile
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
+from xraygpt.common.io import atomic_write_json
+from xraygpt.data.annotations import SPLITS, Annotation, write_annotations
+from xraygpt.processors.image_io import downscale_job
+from xraygpt.tools.report_cleaning import (
+    EMPTY_AFTER_CLEANING,
+    FILTER_RULES,
+    CleaningStats,
+    filter_reason,
+    mimic_sections,
+    summarize,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIDE = 512
+
+
+class PrepareError(ValueError):
+    """Input that prepare cannot use; the message names the file."""
+
+
+@dataclass
+class Report:
+    report_id: str
+    findings: str | None
+    impression: str | None
+    image_ids: list[str]
+    split: str | None = None  # from the source (MIMIC); None: assigned by prepare
+    image_sources: dict[str, Path] = field(default_factory=dict)  # image_id -> raw file
+    labels: dict[str, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- OpenI ------------------------------------------------------------------------
+
+
+def _openi_number(name: str) -> int:
+    match = re.search(r"(\d+)\.xml$", name)
+    return int(match.group(1)) if match else -1
+
+
+def parse_openi_xml(data: bytes, source: str) -> Report:
+    """One ``ecgen-radiology/N.xml`` report."""
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as err:
+        raise PrepareError(f"{source}: not valid XML: {err}") from err
+    sections: dict[str, str] = {}
+    for node in root.iter("AbstractText"):
+        label = (node.get("Label") or "").upper()
+        sections[label] = "".join(node.itertext()).strip()
+    uid = root.find("uId")
+    report_id = uid.get("id") if uid is not None and uid.get("id") else Path(source).stem
+    images = [node.get("id") for node in root.iter("parentImage") if node.get("id")]
+    return Report(
+        report_id=str(report_id),
+        findings=sections.get("FINDINGS"),
+        impression=sections.get("IMPRESSION"),
+        image_ids=list(dict.fromkeys(images)),
+    )
+
+
+def read_openi_reports(path: Path) -> list[Report]:
+    """Reports of ``NLMCXR_reports.tgz`` (or of its extracted folder), in file-number order."""
+    if not path.exists():
+        raise PrepareError(
+            f"OpenI report archive not found: {path}; download NLMCXR_reports.tgz from "
+            f"https://openi.nlm.nih.gov/faq (a copy ships in the torchxrayvision package: "
+            f"torchxrayvision/data/NLMCXR_reports.tgz)"
+        )
+    items: list[tuple[str, bytes]] = []
+    if path.is_dir():
+        for file in path.rglob("*.xml"):
+            items.append((str(file), file.read_bytes()))
+    else:
+        try:
+            with tarfile.open(path) as archive:
+                for member in archive:
+                    if member.isfile() and member.name.endswith(".xml"):
+                        handle = archive.extractfile(member)
+                        assert handle is not None
+                        items.append((f"{path}:{member.name}", handle.read()))
+        except tarfile.TarError as err:
+            raise PrepareError(f"{path}: not a readable tar archive: {err}") from err
+    if not items:
+        raise PrepareError(f"{path}: no .xml reports found (expected ecgen-radiology/N.xml)")
+    items.sort(key=lambda item: (_openi_number(item[0]), item[0]))
+    return [parse_openi_xml(data, name) for name, data in items]
+
+
+def seeded_split(report_id: str, seed: int, val_fraction: float, test_fraction: float) -> str:
+    """Split of a report from a hash of (seed, report id): stable whatever else changes."""
+    digest = hashlib.sha256(f"{seed}:{report_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+# -- MIMIC-CXR -----------------------------------------------------------------------
+
+_MIMIC_REPORT = re.compile(r"(?:^|/)p(\d{2})/p(\d+)/s(\d+)\.txt$")
+_MIMIC_SPLITS = {"train": "train", "validate": "val", "val": "val", "test": "test"}
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return path.open(encoding="utf-8", newline="")
+
+
+def _read_csv(path: Path, required: tuple[str, ...], what: str) -> Iterator[dict[str, str]]:
+    if not path.is_file():
+        raise PrepareError(f"{what} not found: {path}")
+    with _open_text(path) as handle:
+        reader = csv.DictReader(handle)
+        missing = [col for col in required if col not in (reader.fieldnames or [])]
+        if missing:
+            raise PrepareError(
+                f"{path}: {what} lacks column(s) {', '.join(missing)} "
+                f"(has: {', '.join(reader.fieldnames or [])})"
+            )
+        yield from reader
+
+
+def read_mimic_split(path: Path) -> dict[str, dict[str, Any]]:
+    """``mimic-cxr-2.0.0-split.csv(.gz)`` -> {study id 's5...': {subject, dicoms, split}}."""
+    studies: dict[str, dict[str, Any]] = {}
+    for line, row in enumerate(
+        _read_csv(path, ("dicom_id", "study_id", "subject_id", "split"), "MIMIC split CSV"),
+        start=2,
+    ):
+        split = _MIMIC_SPLITS.get(row["split"].strip())
+        if split is None:
+            raise PrepareError(
+                f"{path}, line {line}: unknown split {row['split']!r} "
+                f"(expected train, validate or test)"
+            )
+        study = f"s{row['study_id'].strip()}"
+        entry = studies.setdefault(
+            study, {"subject": f"p{row['subject_id'].strip()}", "dicoms": [], "split": split}
+        )
+        entry["dicoms"].append(row["dicom_id"].strip())
+    return studies
+
+
+def read_chexpert_labels(path: Path) -> dict[str, dict[str, int]]:
+    """``mimic-cxr-2.0.0-chexpert.csv(.gz)`` -> {study: {observation: 1 if positive else 0}}."""
+    labels = {}
+    for row in _read_csv(path, ("study_id", *CHEXPERT_OBSERVATIONS), "CheXpert label CSV"):
+        labels[f"s{row['study_id'].strip()}"] = {
+            name: int(row[name].strip() in ("1", "1.0")) for name in CHEXPERT_OBSERVATIONS
+        }
+    return labels
+
+
+def _mimic_report_texts(path: Path) -> Iterator[tuple[str, str, str]]:
+    """(subject 'p1...', study 's5...', text) for every report in a zip or a folder."""
+    if not path.exists():
+        raise PrepareError(
+            f"MIMIC-CXR reports not found: {path}; give mimic-cxr-reports.zip or its "
+            f"extracted files/ folder (from physionet.org/content/mimic-cxr)"
+        )
+    if path.is_dir():
+        found = []
+        for file in path.rglob("s*.txt"):
+            match = _MIMIC_REPORT.search(file.as_posix())
+            if match:
+                found.append((match.group(2), match.group(3), file))
+        found.sort()
+        for subject, study, file in found:
+            yield f"p{subject}", f"s{study}", file.read_text(encoding="utf-8", errors="replace")
+        return
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as err:
+        raise PrepareError(f"{path}: not a readable zip archive: {err}") from err
+    with archive:
+        names = []
+        for name in archive.namelist():
+            match = _MIMIC_REPORT.search(name)
+            if match:
+                names.append((match.group(2), match.group(3), name))
+        names.sort()
+        for subject, study, name in names:
+            text = archive.read(name).decode("utf-8", errors="replace")
+            yield f"p{subject}", f"s{study}", text
+
+
+def mimic_image_root(images: Path) -> Path:
+    """The folder holding ``pXX/pSUBJECT/sSTUDY/<dicom>.jpg`` (MIMIC-CXR-JPG's ``files/``)."""
+    return images / "files" if (images / "files").is_dir() else images
+
+
+def read_mimic_reports(
+    reports: Path,
+    split_csv: Path,
+    images: Path | None,
+    chexpert_csv: Path | None,
+    counts: Counter,
+) -> Iterator[Report]:
+    studies = read_mimic_split(split_csv)
+    labels = read_chexpert_labels(chexpert_csv) if chexpert_csv else {}
+    image_root = mimic_image_root(images) if images else None
+    empty = True
+    for subject, study, text in _mimic_report_texts(reports):
+        empty = False
+        info = studies.get(study)
+        if info is None:
+            counts["not_in_split_csv"] += 1
+            continue
+        findings, impression = mimic_sections(text)
+        sources = {}
+        if image_root is not None:
+            folder = image_root / f"p{subject[1:3]}" / subject / study
+            sources = {dicom: folder / f"{dicom}.jpg" for dicom in info["dicoms"]}
+        yield Report(
+            report_id=study,
+            findings=findings,
+            impression=impression,
+            image_ids=list(info["dicoms"]),
+            split=info["split"],
+            image_sources=sources,
+            labels=labels.get(study),
+            extra={"subject_id": subject},
+        )
+    if empty:
+        raise PrepareError(
+            f"{reports}: no reports found (expected files/pXX/pNNNNNNNN/sNNNNNNNN.txt)"
+        )
+
+
+# -- common pipeline ------------------------------------------------------------------
+
+
+def _up_to_date(src: Path, dst: Path) -> bool:
+    try:
+        return dst.stat().st_size > 0 and dst.stat().st_mtime >= src.stat().st_mtime
+    except FileNotFoundError:
+        return False
+
+
+def copy_images(
+    jobs: list[tuple[Path, Path]], max_side: int, workers: int, stats: Counter
+) -> set[Path]:
+    """Copy (and shrink) ``src -> dst``; returns the destinations that failed."""
+    todo = []
+    for src, dst in jobs:
+        if _up_to_date(src, dst):
+            stats["already_present"] += 1
+        else:
+            todo.append((str(src), str(dst), max_side))
+    failed: set[Path] = set()
+    if not todo:
+        return failed
+    Path(todo[0][1]).parent.mkdir(parents=True, exist_ok=True)
+    desc = f"images (longer side <= {max_side})" if max_side > 0 else "images"
+    if workers <= 1:
+        results: Iterable[tuple[str, str | None]] = map(downscale_job, todo)
+        pool = None
+    else:
+        # spawn, not fork: forking a process that holds threads can deadlock, and the
+        # job function's module imports only PIL and NumPy, so workers start fast.
+        pool = get_context("spawn").Pool(workers)
+        results = pool.imap_unordered(downscale_job, todo, chunksize=16)
+    try:
+        for dst, error in tqdm(results, total=len(todo), desc=desc, unit="img"):
+            if error is None:
+                stats["copied"] += 1
+            else:
+                stats["unreadable"] += 1
+                failed.add(Path(dst))
+                log.warning("cannot read source image for %s: %s", dst, error)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return failed
+
+
+def build_annotations(
+    reports: Iterable[Report],
+    *,
+    dataset: str,
+    out: Path,
+    image_ext: str,
+    images_given: bool,
+    max_side: int,
+    workers: int,
+    split_of: Callable[[str], str],
+    counts: Counter,
+) -> tuple[list[Annotation], dict[str, Any]]:
+    """Filter, clean and expand reports into annotations; copy images; return the stats."""
+    cleaning = CleaningStats()
+    dropped: Counter = Counter()
+    image_stats: Counter = Counter()
+    per_split: dict[str, Counter] = defaultdict(Counter)
+    pending: list[tuple[Annotation, Path | None]] = []
+    reports_in = 0
+    kept = 0
+    kept_without_images = 0
+    image_ids_named = 0
+    for report in tqdm(reports, desc=f"{dataset} reports", unit="report"):
+        reports_in += 1
+        reason = filter_reason(report.findings, report.impression)
+        if reason is not None:
+            dropped[reason] += 1
+            continue
+        summary = summarize(report.findings or "", report.impression or "", cleaning)
+        if not summary:
+            dropped[EMPTY_AFTER_CLEANING] += 1
+            continue
+        kept += 1
+        split = report.split or split_of(report.report_id)
+        per_split[split]["reports"] += 1
+        if not report.image_ids:
+            kept_without_images += 1
+        for image_id in report.image_ids:
+            image_ids_named += 1
+            source = None
+            if images_given:
+                source = report.image_sources.get(image_id)
+                if source is None or not source.is_file():
+                    image_stats["missing_source"] += 1
+                    if image_stats["missing_source"] <= 5:
+                        log.warning("source image not found: %s", source)
+                    continue
+            ann = Annotation(
+                image_id=image_id,
+                caption=summary,
+                split=split,
+                report_id=report.report_id,
+                labels=report.labels,
+                extra=dict(report.extra),
+            )
+            pending.append((ann, source))
+
+    failed: set[Path] = set()
+    if images_given:
+        jobs = [(src, out / "image" / f"{ann.image_id}{image_ext}") for ann, src in pending if src]
+        failed = copy_images(jobs, max_side, workers, image_stats)
+    annotations = []
+    for ann, _source in pending:
+        if images_given and out / "image" / f"{ann.image_id}{image_ext}" in failed:
+            continue
+        annotations.append(ann)
+        per_split[ann.split]["images"] += 1
+
+    stats: dict[str, Any] = {
+        "dataset": dataset,
+        "reports_in": reports_in + sum(counts.values()),  # counts: dropped while reading
+        "dropped": {
+            **{rule: counts.get(rule, 0) for rule in counts},
+            **{rule: dropped.get(rule, 0) for rule in (*FILTER_RULES, EMPTY_AFTER_CLEANING)},
+        },
+        "kept_reports": kept,
+        "kept_reports_without_images": kept_without_images,
+        "image_ids_of_kept_reports": image_ids_named,
+        "annotations": len(annotations),
+        "splits": {
+            split: {"reports": per_split[split]["reports"], "images": per_split[split]["images"]}
+            for split in SPLITS
+            if split in per_split
+        },
+        "cleaning": dict(sorted(cleaning.counts.items())),
+    }
+    if images_given:
+        stats["images"] = {"max_side": max_side, **dict(sorted(image_stats.items()))}
+    return annotations, stats
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    lines = [f"prepare {stats['dataset']}: {stats['reports_in']} reports in"]
+    for rule, n in stats["dropped"].items():
+        lines.append(f"  dropped  {rule:<32}{n:>8}")
+    lines.append(f"  kept reports{'':<29}{stats['kept_reports']:>8}")
+    lines.append(f"  kept reports without images{'':<14}{stats['kept_reports_without_images']:>8}")
+    lines.append(f"  annotations (one per image){'':<14}{stats['annotations']:>8}")
+    lines.append(f"  {'split':<10}{'reports':>10}{'images':>10}")
+    for split, row in stats["splits"].items():
+        lines.append(f"  {split:<10}{row['reports']:>10}{row['images']:>10}")
+    for key, n in stats["cleaning"].items():
+        lines.append(f"  cleaning {key:<32}{n:>8}")
+    for key, n in stats.get("images", {}).items():
+        lines.append(f"  images   {key:<32}{n:>8}")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, annotations: list[Annotation], stats: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_annotations(annotations, out / "filter_cap.json")
+    atomic_write_json(stats, out / "prepare_stats.json")
+
+
+def prepare_openi(
+    reports: Path,
+    out: Path,
+    images: Path | None = None,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    workers: int = 1,
+    seed: int = 42,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+) -> dict[str, Any]:
+    """Prepare OpenI; returns the stats (also written to ``<out>/prepare_stats.json``)."""
+    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+        raise PrepareError(
+            f"need val_fraction, test_fraction >= 0 with a sum below 1, "
+            f"got {val_fraction}, {test_fraction}"
+        )
+    if images is not None and not images.is_dir():
+        raise PrepareError(f"OpenI image folder not found: {images} (expected NLMCXR_png/)")
+    parsed = read_openi_reports(reports)
+    if images is not None:
+        for report in parsed:
+            report.image_sources = {i: images / f"{i}.png" for i in report.image_ids}
+    annotations, stats = build_annotations(
+        parsed,
+        dataset="openi",
+        out=out,
+        image_ext=".png",
+        images_given=images is not None,
+        max_side=max_side,
+        workers=workers,
+        split_of=lambda rid: seeded_split(rid, seed, val_fraction, test_fraction),
+        counts=Counter(),
+    )
+    stats["options"] = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    write_outputs(out, annotations, stats)
+    return stats
+
+
+def prepare_mimic(
+    reports: Path,
+    split_csv: Path,
+    out: Path,
+    images: Path | None = None,
+    *,
+    chexpert_csv: Path | None = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Prepare MIMIC-CXR; returns the stats (also written to ``<out>/prepare_stats.json``)."""
+    if images is not None and not images.is_dir():
+        raise PrepareError(f"MIMIC-CXR-JPG folder not found: {images} (the folder with files/)")
+    counts: Counter = Counter({"not_in_split_csv": 0})
+    annotations, stats = build_annotations(
+        read_mimic_reports(reports, split_csv, images, chexpert_csv, counts),
+        dataset="mimic",
+        out=out,
+        image_ext=".jpg",
+        images_given=images is not None,
+        max_side=max_side,
+        workers=workers,
+        split_of=lambda rid: "train",
+        counts=counts,
+    )
+    write_outputs(out, annotations, stats)
+    return stats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m xraygpt.tools.prepare",
+        description="Turn raw MIMIC-CXR / OpenI downloads into filter_cap.json and resized images.",
+    )
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--images", type=Path, help="raw image folder; images are copied when given"
+    )
+    common.add_argument(
+        "--max-side",
+        type=int,
+        default=DEFAULT_MAX_SIDE,
+        help="longer side of the copied images in pixels (0: copy unchanged; default %(default)s)",
+    )
+    common.add_argument(
+        "--workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="processes resizing images (default %(default)s)",
+    )
+    openi = sub.add_parser("openi", parents=[common], help="OpenI / Indiana University CXR")
+    openi.add_argument(
+        "--reports", type=Path, required=True, help="NLMCXR_reports.tgz or its folder"
+    )
+    openi.add_argument("--out", type=Path, default=Path("dataset/openi"))
+    openi.add_argument("--seed", type=int, default=42, help="seed of the split by report")
+    openi.add_argument("--val-fraction", type=float, default=0.05)
+    openi.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.05,
+        help="(0 and 0 put every report in train, as the original XrayGPT did)",
+    )
+    mimic = sub.add_parser("mimic", parents=[common], help="MIMIC-CXR (reports + MIMIC-CXR-JPG)")
+    mimic.add_argument(
+        "--reports", type=Path, required=True, help="mimic-cxr-reports.zip or its files/ folder"
+    )
+    mimic.add_argument(
+        "--split-csv", type=Path, required=True, help="mimic-cxr-2.0.0-split.csv(.gz)"
+    )
+    mimic.add_argument(
+        "--chexpert-csv",
+        type=Path,
+        help="mimic-cxr-2.0.0-chexpert.csv(.gz): adds per-study CheXpert labels (positive = 1)",
+    )
+    mimic.add_argument("--out", type=Path, default=Path("dataset/mimic"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.dataset == "openi":
+            stats = prepare_openi(
+                args.reports,
+                args.out,
+                args.images,
+                max_side=args.max_side,
+                workers=args.workers,
+                seed=args.seed,
+                val_fraction=args.val_fraction,
+                test_fraction=args.test_fraction,
+            )
+        else:
+            stats = prepare_mimic(
+                args.reports,
+                args.split_csv,
+                args.out,
+                args.images,
+                chexpert_csv=args.chexpert_csv,
+                max_side=args.max_side,
+                workers=args.workers,
+            )
+    except PrepareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_stats(stats))
+    print(f"wrote {args.out / 'filter_cap.json'} and {args.out / 'prepare_stats.json'}")
+    if "images" not in stats:
+        print(
+            f"no --images given: image files were neither checked nor copied; "
+            f"put them at {args.out / 'image'}/<image_id>{'.png' if args.dataset == 'openi' else '.jpg'}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
