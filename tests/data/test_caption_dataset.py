@@ -84,7 +84,6 @@ def test_collate_stacks_images_lists_the_rest_and_sums_skipped(tmp_path, make_ca
     assert batch["labels"][2] is None and batch["labels"][0]["No Finding"] == 1
     assert batch["skipped"] == 3
     assert torch.equal(batch["image"][1], ds[1]["image"])
-    assert CaptionDataset.collater([ds[0]])["image"].shape == (1, 3, 32, 32)
     with pytest.raises(ValueError):
         collate([])
 

@@ -7,7 +7,7 @@ import torch
 
 from xraygpt.data.annotations import load_annotations
 from xraygpt.data.caption_dataset import CaptionDataset
-from xraygpt.data.loaders import build_eval_loader, build_train_loader
+from xraygpt.data.loaders import build_train_loader
 from xraygpt.processors.blip_processors import Blip2ImageTrainProcessor, BlipCaptionProcessor
 
 
@@ -127,14 +127,3 @@ def test_bad_arguments_are_explained(tmp_path, make_caption_folder):
         build_train_loader([ds, ds], 1, sample_ratios=[1])
     with pytest.raises(ValueError, match="batch_size"):
         build_train_loader(ds, 0)
-
-
-def test_eval_loader_sees_every_sample_once_over_ranks(tmp_path, make_caption_folder):
-    ds = _train_set(tmp_path, n=7, make=make_caption_folder)
-    seen = [
-        i
-        for rank in range(3)
-        for batch in build_eval_loader(ds, 2, rank=rank, world_size=3)
-        for i in batch["image_id"]
-    ]
-    assert sorted(seen) == [f"img{i:03d}" for i in range(7)]

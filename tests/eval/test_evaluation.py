@@ -17,17 +17,19 @@ import yaml
 from torch.utils.data import Dataset, IterableDataset
 
 from xraygpt.common.config import REPO_ROOT, ConfigError
+from xraygpt.common.generation import GenerationOptions
 from xraygpt.data.annotations import Annotation
 from xraygpt.eval.evaluation import (
-    GenerationSettings,
+    check_eval_prompt,
     compute_baselines,
     generate_reports,
+    generation_of,
     merge_shards,
     raw_reports,
 )
 
 PROMPT = "<Img><ImageHere></Img> Describe the given chest x-ray image in detail."
-SETTINGS = GenerationSettings(prompt=PROMPT, max_new_tokens=6)
+OPTIONS = GenerationOptions(max_new_tokens=6)
 
 # Tiny models run much faster on one thread than on two cores shared with other jobs.
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -75,19 +77,27 @@ class Echo(torch.nn.Module):
 
 
 def test_generation_settings() -> None:
+    from omegaconf import OmegaConf
+
+    from xraygpt.common.config import RunConfig
+
     with pytest.raises(ConfigError, match="run.eval_prompt must hold <ImageHere> exactly once"):
-        GenerationSettings(prompt="Describe the image.")
+        check_eval_prompt("Describe the image.")
+    run = OmegaConf.structured(RunConfig)
+    run.num_beams = 0
     with pytest.raises(ConfigError, match="num_beams"):
-        GenerationSettings(prompt=PROMPT, num_beams=0)
-    assert SETTINGS.generate_kwargs() == {
+        generation_of(run)
+    run.num_beams, run.max_new_tokens = 1, 6
+    assert generation_of(run) == OPTIONS
+    assert OPTIONS.as_kwargs() == {
         "num_beams": 1, "max_new_tokens": 6, "min_new_tokens": 1, "repetition_penalty": 1.0,
-        "length_penalty": 1.0, "do_sample": False,
+        "length_penalty": 1.0, "do_sample": False, "temperature": 1.0, "top_p": 0.9,
     }  # fmt: skip
 
 
 def test_loop_keeps_split_order_and_passes_the_settings() -> None:
     model = Echo()
-    out = generate_reports(model, Items(7), SETTINGS, batch_size=3, progress=False)
+    out = generate_reports(model, Items(7), PROMPT, OPTIONS, batch_size=3, progress=False)
     assert [r["index"] for r in out] == list(range(7))
     assert [r["generated"] for r in out] == [f"finding {i}" for i in range(7)]
     assert out[2] == {
@@ -103,13 +113,16 @@ def test_loop_keeps_split_order_and_passes_the_settings() -> None:
 
 @pytest.mark.parametrize("make", [Items, Stream], ids=["map", "iterable"])
 def test_shards_merge_to_the_single_process_result(make) -> None:
-    whole = generate_reports(Echo(), make(9), SETTINGS, batch_size=4, max_samples=8, progress=False)
+    whole = generate_reports(
+        Echo(), make(9), PROMPT, OPTIONS, batch_size=4, max_samples=8, progress=False
+    )
     assert len(whole) == 8
     shards = [
         generate_reports(
             Echo(),
             make(9),
-            SETTINGS,
+            PROMPT,
+            OPTIONS,
             batch_size=2,
             max_samples=8,
             rank=r,
@@ -133,16 +146,16 @@ def test_merge_drops_repeated_images() -> None:
 
 def test_bad_loop_arguments() -> None:
     with pytest.raises(ConfigError, match="batch_size_eval"):
-        generate_reports(Echo(), Items(2), SETTINGS, batch_size=0)
+        generate_reports(Echo(), Items(2), PROMPT, OPTIONS, batch_size=0)
     with pytest.raises(ConfigError, match="max_samples"):
-        generate_reports(Echo(), Items(2), SETTINGS, max_samples=0)
+        generate_reports(Echo(), Items(2), PROMPT, OPTIONS, max_samples=0)
 
     class Short(Echo):
         def generate(self, images, prompts, **kwargs):
             return ["only one"]
 
     with pytest.raises(RuntimeError, match="returned 1 answers for 2 images"):
-        generate_reports(Short(), Items(2), SETTINGS, batch_size=2, progress=False)
+        generate_reports(Short(), Items(2), PROMPT, OPTIONS, batch_size=2, progress=False)
 
 
 def test_baselines_from_the_train_split() -> None:
@@ -237,9 +250,15 @@ def test_tiny_model_answers_do_not_depend_on_the_batch_size(
 
     model.encode_img = encode_img
 
-    one = generate_reports(model, train, SETTINGS, batch_size=1, max_samples=4, progress=False)
-    four = generate_reports(model, train, SETTINGS, batch_size=4, max_samples=4, progress=False)
-    three = generate_reports(model, train, SETTINGS, batch_size=3, max_samples=4, progress=False)
+    one = generate_reports(
+        model, train, PROMPT, OPTIONS, batch_size=1, max_samples=4, progress=False
+    )
+    four = generate_reports(
+        model, train, PROMPT, OPTIONS, batch_size=4, max_samples=4, progress=False
+    )
+    three = generate_reports(
+        model, train, PROMPT, OPTIONS, batch_size=3, max_samples=4, progress=False
+    )
     assert len({r["generated"] for r in one}) > 1  # the reports differ from image to image
     assert [r["generated"] for r in one] == [r["generated"] for r in four]
     assert [r["generated"] for r in one] == [r["generated"] for r in three]

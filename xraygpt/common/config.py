@@ -23,6 +23,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.registry import registry
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -77,11 +78,12 @@ class RunConfig:
     batch_size_eval: int = 8
     max_samples: int | None = None
     eval_prompt: str = "<Img><ImageHere></Img> Describe the given chest x-ray image in detail."
-    num_beams: int = 1
-    max_new_tokens: int = 160
-    min_new_tokens: int = 1
-    repetition_penalty: float = 1.0
-    length_penalty: float = 1.0
+    # generation (xraygpt.common.generation.GenerationOptions: the defaults live there)
+    num_beams: int = GenerationOptions.num_beams
+    max_new_tokens: int = GenerationOptions.max_new_tokens
+    min_new_tokens: int = GenerationOptions.min_new_tokens
+    repetition_penalty: float = GenerationOptions.repetition_penalty
+    length_penalty: float = GenerationOptions.length_penalty
     nn_baseline: bool = False
     meteor: bool = True  # METEOR needs Java and takes up to a minute to start
     # distributed: read from torchrun's environment; kept for the original configs

@@ -10,21 +10,10 @@ from typing import Any
 import torch
 
 from xraygpt.common.constants import IMAGE_PLACEHOLDER
+from xraygpt.common.generation import CHAT_GENERATION
 from xraygpt.conversation.templates import IMAGE_MESSAGE, Conversation, get_conv_template
 
 log = logging.getLogger(__name__)
-
-# The demo's defaults (DESIGN §4); evaluation passes do_sample=False instead.
-DEFAULT_GENERATION: dict[str, Any] = {
-    "max_new_tokens": 300,
-    "num_beams": 1,
-    "min_new_tokens": 1,
-    "top_p": 0.9,
-    "repetition_penalty": 1.0,
-    "length_penalty": 1.0,
-    "temperature": 1.0,
-    "do_sample": True,
-}
 
 
 class ContextTooLongError(ValueError):
@@ -189,14 +178,9 @@ class Chat:
         return n_tokens + n_images * per_image
 
     def _prepare(self, conv: Conversation, img_list: list[torch.Tensor], gen: dict[str, Any]):
-        options = {**DEFAULT_GENERATION, **gen}
-        max_length = int(options.pop("max_length", None) or self.max_length)
-        unknown = sorted(set(options) - set(DEFAULT_GENERATION))
-        if unknown:
-            raise TypeError(
-                f"unknown generation option(s) {unknown}; "
-                f"known: {sorted(DEFAULT_GENERATION) + ['max_length']}"
-            )
+        gen = dict(gen)
+        max_length = int(gen.pop("max_length", None) or self.max_length)
+        options = CHAT_GENERATION.updated(**gen).as_kwargs()
         if options["max_new_tokens"] >= max_length:
             raise ValueError(
                 f"max_new_tokens={options['max_new_tokens']} leaves no room for the context "

@@ -169,10 +169,6 @@ class CaptionDataset(CaptionSource, Dataset):
             f"{self.image_ext!r} of dataset {self.name}"
         )
 
-    @staticmethod
-    def collater(samples: list[dict[str, Any]]) -> dict[str, Any]:
-        return collate(samples)
-
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack ``image`` to [B, 3, H, W]; other keys become lists; ``skipped`` is summed.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
-from xraygpt.data.caption_dataset import CaptionDataset, collate
+from xraygpt.data.caption_dataset import collate
 from xraygpt.data.wds_dataset import ShardCaptionDataset, endless_raw, seeded_decode
 
 _MIX_TAG = 0x3111  # seeds the choice of dataset per step
@@ -347,30 +347,3 @@ def build_train_loader(
                 )
             )
     return TrainLoader(items, names, ratios, loaders, seed, start_step)
-
-
-def build_eval_loader(
-    dataset: CaptionDataset,
-    batch_size: int,
-    num_workers: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """One pass, in file order, over this rank's share (indices ``rank::world_size``).
-
-    No padding: every sample is seen exactly once over all ranks. A bad image
-    is replaced by the next readable sample (see :class:`CaptionDataset`), so
-    gathered results should be de-duplicated by ``image_id``.
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
-    indices = list(range(rank, len(dataset), world_size))
-    return DataLoader(
-        torch.utils.data.Subset(dataset, indices),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate,
-        pin_memory=pin_memory,
-    )

@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,48 +37,29 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 from xraygpt.common import dist
 from xraygpt.common.config import ConfigError
 from xraygpt.common.constants import IMAGE_PLACEHOLDER
+from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """How reports are generated: the ``run.*`` generation keys, sampling off."""
-
-    prompt: str
-    num_beams: int = 1
-    max_new_tokens: int = 160
-    min_new_tokens: int = 1
-    repetition_penalty: float = 1.0
-    length_penalty: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.prompt.count(IMAGE_PLACEHOLDER) != 1:
-            raise ConfigError(
-                f"run.eval_prompt must hold {IMAGE_PLACEHOLDER} exactly once, got {self.prompt!r}"
-            )
-        if self.num_beams < 1 or self.max_new_tokens < 1 or self.min_new_tokens < 0:
-            raise ConfigError(
-                "run.num_beams and run.max_new_tokens must be >= 1 and run.min_new_tokens >= 0, "
-                f"got {self.num_beams}, {self.max_new_tokens}, {self.min_new_tokens}"
-            )
-
-    @classmethod
-    def from_run_config(cls, run_cfg: Any) -> GenerationSettings:
-        return cls(
-            prompt=str(run_cfg.eval_prompt),
-            num_beams=int(run_cfg.num_beams),
-            max_new_tokens=int(run_cfg.max_new_tokens),
-            min_new_tokens=int(run_cfg.min_new_tokens),
-            repetition_penalty=float(run_cfg.repetition_penalty),
-            length_penalty=float(run_cfg.length_penalty),
+def check_eval_prompt(prompt: str) -> str:
+    """``run.eval_prompt``, which must hold the image slot exactly once."""
+    if prompt.count(IMAGE_PLACEHOLDER) != 1:
+        raise ConfigError(
+            f"run.eval_prompt must hold {IMAGE_PLACEHOLDER} exactly once, got {prompt!r}"
         )
+    return prompt
 
-    def generate_kwargs(self) -> dict[str, Any]:
-        kwargs = asdict(self)
-        kwargs.pop("prompt")
-        return {**kwargs, "do_sample": False}
+
+def generation_of(run_cfg: Any) -> GenerationOptions:
+    """The ``run.*`` generation keys as options; a bad value is a ConfigError naming them."""
+    try:
+        return GenerationOptions.from_run_config(run_cfg)
+    except ValueError as err:
+        raise ConfigError(
+            f"run.num_beams / run.max_new_tokens / run.min_new_tokens: {err}"
+        ) from err
 
 
 def place_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -151,7 +131,8 @@ def _batches(
 def generate_reports(
     model: nn.Module,
     dataset: Dataset,
-    settings: GenerationSettings,
+    prompt: str,
+    options: GenerationOptions,
     *,
     batch_size: int = 8,
     max_samples: int | None = None,
@@ -175,7 +156,7 @@ def generate_reports(
     core = getattr(model, "module", model)  # DDP-wrapped or not
     core.eval()
     total, batches = _batches(dataset, batch_size, max_samples, rank, world_size, num_workers)
-    kwargs = settings.generate_kwargs()
+    kwargs = options.as_kwargs()
     out: list[dict[str, Any]] = []
     with (
         tqdm(
@@ -188,7 +169,7 @@ def generate_reports(
     ):
         for indices, batch in batches:
             images = batch["image"]
-            texts = core.generate(images, [settings.prompt] * images.shape[0], **kwargs)
+            texts = core.generate(images, [prompt] * images.shape[0], **kwargs)
             if len(texts) != images.shape[0]:
                 raise RuntimeError(
                     f"model.generate returned {len(texts)} answers for {images.shape[0]} images"
@@ -296,13 +277,15 @@ def evaluate_split(
             "evaluating the train split: it is read with the train processors (random crops), "
             "so its reports change from run to run"
         )
-    settings = GenerationSettings.from_run_config(run)
+    prompt = check_eval_prompt(str(run.eval_prompt))
+    options = generation_of(run)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     started = time.perf_counter()
     local = generate_reports(
         model,
         dataset,
-        settings,
+        prompt,
+        options,
         batch_size=int(run.batch_size_eval),
         max_samples=run.max_samples,
         rank=rank,
@@ -333,7 +316,7 @@ def evaluate_split(
     records = [
         make_record(
             it["image_id"],
-            settings.prompt,
+            prompt,
             it["generated"],
             ref,
             {b: texts[i] for b, texts in baselines.items()},
@@ -346,7 +329,7 @@ def evaluate_split(
         "split": split,
         "ckpt": _ckpt_of(cfg),
         "reference": "annotation report (filter_cap.json)" if raw else "processed caption",
-        "generation": asdict(settings),
+        "generation": {"prompt": prompt, **options.as_kwargs()},
         "batch_size": int(run.batch_size_eval),
         "max_samples": run.max_samples,
         "world_size": world_size,

@@ -41,6 +41,7 @@ from transformers import (
 import xraygpt.models.convert as convert
 from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
+from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
 from xraygpt.models.llm import (
@@ -107,24 +108,6 @@ class MiniGPT4Config:
     ckpt: Any = ""
 
 
-@dataclass(frozen=True)
-class GenerationOptions:
-    """The generation options of :meth:`MiniGPT4.generate` and ``generate_from_embeds``.
-
-    ``temperature`` and ``top_p`` apply when ``do_sample``, ``length_penalty``
-    with ``num_beams > 1``.
-    """
-
-    num_beams: int = 1
-    max_new_tokens: int = 160
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 0.9
-    min_new_tokens: int = 1
-    repetition_penalty: float = 1.0
-    length_penalty: float = 1.0
-
-
 def resolve_path(value: str | None) -> Path | None:
     """A config path: absolute, or relative to the working folder, else to the repo root."""
     if not value:
@@ -179,6 +162,7 @@ class MiniGPT4(nn.Module):
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain_vicuna": "configs/models/minigpt4_vicuna.yaml",
         "tiny": "configs/models/minigpt4_tiny.yaml",
+        "tiny_phantom": "configs/models/minigpt4_tiny_phantom.yaml",
     }
     DEFAULT_MODEL_TYPE = "pretrain_vicuna"  # as the original's configs assume
 

@@ -11,10 +11,11 @@ import logging
 from typing import Any
 
 from xraygpt.apps.demo.images import DEFAULT_MAX_BYTES
+from xraygpt.common.generation import CHAT_GENERATION
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_NEW_TOKENS = 300  # DESIGN §4: the original demo's budget
+DEFAULT_MAX_NEW_TOKENS = CHAT_GENERATION.max_new_tokens  # the original demo's budget
 MIB = 1024 * 1024
 
 
