@@ -44,6 +44,7 @@ from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
+from xraygpt.models.checkpoint_fit import blip2_targets, fit_state, model_ckpt_keys, shapes_of
 from xraygpt.models.llm import (
     TINY_TOKENIZER_DIR,
     EndSymStopping,
@@ -431,16 +432,12 @@ class MiniGPT4(nn.Module):
         dropped: list[str] = []
         if adapt is not None:
             state, dropped = adapt(state)
-        own = self.visual_encoder.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        if missing or unexpected:
+        fit = fit_state(shapes_of(state), shapes_of(self.visual_encoder.state_dict()))
+        if not fit.ok:
             raise ValueError(
                 f"{source} does not fit vision encoder {self.cfg.vit_model!r}: "
-                f"{len(missing)} missing key(s) [{_dotted(missing)}], "
-                f"{len(unexpected)} unexpected key(s) [{_dotted(unexpected)}]"
+                + "; ".join(fit.problems())
             )
-        self._check_shapes({f"visual_encoder.{k}": v for k, v in state.items()}, source)
         self.visual_encoder.load_state_dict(state, strict=True)
         log.info(
             "visual_encoder: loaded %d tensors from %s%s",
@@ -452,20 +449,18 @@ class MiniGPT4(nn.Module):
     def load_blip2_state(self, obj: Any, source: str = "BLIP-2 checkpoint") -> None:
         """A LAVIS BLIP-2 checkpoint into ``Qformer``, ``query_tokens`` and ``ln_vision``."""
         converted = convert.convert_blip2_checkpoint(convert.unwrap_checkpoint(obj, source))
-        wanted = [
-            k
-            for k in self.state_dict()
-            if k.startswith(convert.QFORMER_PREFIX) or k in convert.BLIP2_SHARED_KEYS
-        ]
-        missing = sorted(set(wanted) - set(converted.tensors))
-        extra = sorted(set(converted.tensors) - set(wanted))
-        if missing or extra:
+        fit = fit_state(
+            shapes_of(converted.tensors),
+            blip2_targets(shapes_of(self.state_dict())),
+            dropped=converted.dropped,
+            unused=converted.unused,
+        )
+        if not fit.ok:
             raise ValueError(
-                f"{source} (model.q_former_model) does not fit the Q-Former: "
-                f"{len(missing)} missing [{_dotted(missing)}], "
-                f"{len(extra)} unexpected [{_dotted(extra)}] (after the LAVIS -> HF key mapping)"
+                f"{source} (model.q_former_model) does not fit the Q-Former (after the LAVIS "
+                "-> HF key mapping): " + "; ".join(fit.problems())
             )
-        self._check_shapes(converted.tensors, source)
+        # Only the Q-Former side is in the file; every one of its keys was checked above.
         self.load_state_dict(converted.tensors, strict=False)
         log.info(
             "Qformer/query_tokens/ln_vision: loaded %d tensors from %s; %d text-side keys "
@@ -485,22 +480,21 @@ class MiniGPT4(nn.Module):
         not have, and shapes that do not fit, are errors; a file that loads
         nothing is an error.
         """
-        state = convert.unwrap_checkpoint(obj, source)
-        tensors: dict[str, torch.Tensor] = {}
-        for key, value in state.items():
-            new = convert.model_key_from_original(key)
-            if new is not None:
-                tensors[new] = value
+        tensors = model_ckpt_keys(convert.unwrap_checkpoint(obj, source))
         own = self.state_dict()
-        unexpected = sorted(set(tensors) - set(own))
-        if unexpected:
+        fit = fit_state(shapes_of(tensors), shapes_of(own), subset=True)
+        if fit.unexpected:
             raise ValueError(
-                f"{source} (model.ckpt) has {len(unexpected)} key(s) this model does not have: "
-                f"{_dotted(unexpected)}; it was saved from a different model configuration"
+                f"{source} (model.ckpt) has {len(fit.unexpected)} key(s) this model does not "
+                f"have: {_dotted(list(fit.unexpected))}; it was saved from a different model "
+                "configuration"
             )
         if not tensors:
             raise ValueError(f"{source} (model.ckpt) holds no tensor of this model")
-        self._check_shapes(tensors, source)
+        self._check_llama_proj(tensors, source)
+        if fit.mismatched:
+            raise ValueError(f"{source}: shapes do not fit the model: " + "; ".join(fit.problems()))
+        # A checkpoint holds the trained subset by design; every key it has was checked above.
         self.load_state_dict(tensors, strict=False)
         loaded = convert.group_counts(tensors)
         totals = convert.group_counts(own)
@@ -512,7 +506,8 @@ class MiniGPT4(nn.Module):
         )
         return list(loaded)
 
-    def _check_shapes(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    def _check_llama_proj(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+        """A projection for an LLM of another size gets its own message: the usual mistake."""
         own = self.state_dict()
         proj = tensors.get("llama_proj.weight")
         if proj is not None and proj.shape != own["llama_proj.weight"].shape:
@@ -523,13 +518,6 @@ class MiniGPT4(nn.Module):
                 f"belongs to an LLM of another size (4096 = 7B, 5120 = 13B): use the matching "
                 f"model.llama_model / model.llama_preset"
             )
-        bad = [
-            f"{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-            for k, v in tensors.items()
-            if k in own and v.shape != own[k].shape
-        ]
-        if bad:
-            raise ValueError(f"{source}: shapes do not fit the model: {_dotted(bad)}")
 
     # ------------------------------------------------------------- helpers
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xraygpt.models.checkpoint_fit import blip2_targets, fit_state, model_ckpt_keys, shapes_of
 from xraygpt.tools.validate.checklist import Checklist, human_count, llama_size, read_json
 from xraygpt.tools.validate.system_checks import MemoryEstimate, estimate_memory
 
@@ -266,42 +267,6 @@ def load_state_file(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def compare_keys(
-    got: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], *, subset: bool = False
-) -> list[str]:
-    """Problems between a checkpoint's ``{key: shape}`` and the model's; [] when they fit.
-
-    ``subset``: the checkpoint may hold fewer keys than ``expected`` (a MiniGPT-4
-    ``ckpt`` holds only the trained ones).
-    """
-    missing = [] if subset else sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    shapes = [
-        f"{k}: checkpoint {list(got[k])} vs model {list(expected[k])}"
-        for k in sorted(set(got) & set(expected))
-        if tuple(got[k]) != tuple(expected[k])
-    ]
-    problems = []
-    if missing:
-        problems.append(
-            f"{len(missing)} missing key(s): {', '.join(missing[:5])}"
-            + (" ..." if len(missing) > 5 else "")
-        )
-    if unexpected:
-        problems.append(
-            f"{len(unexpected)} unexpected key(s): {', '.join(unexpected[:5])}"
-            + (" ..." if len(unexpected) > 5 else "")
-        )
-    problems += shapes[:10] + (
-        [f"... and {len(shapes) - 10} more shape mismatches"] if len(shapes) > 10 else []
-    )
-    return problems
-
-
-def _shapes(state: Any) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in state.items()}
-
-
 @dataclass
 class ModelFacts:
     """What the weight checks learn about the model, for the hardware checks."""
@@ -341,7 +306,7 @@ def check_weights(out: Checklist, cfg: Any) -> ModelFacts:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     facts.ckpt_bytes = trainable * 12 + 1024**2  # weights + two AdamW moments, fp32
 
-    expected = _shapes(model.state_dict())
+    expected = shapes_of(model.state_dict())
     llm = getattr(model, "llama_model", None)
     hidden = int(llm_config["hidden_size"]) if llm_config else None
     if hidden is None and llm is not None:
@@ -540,8 +505,8 @@ def _check_vit_ckpt(out: Checklist, path: Path, model: Any, key: str) -> None:
     except ValueError as err:
         out.failed("weights", name, f"{path}: {err}", f"{key} must be the vision encoder's weights")
         return
-    expected = _shapes(model.visual_encoder.state_dict())
-    problems = compare_keys(_shapes(state), expected)
+    expected = shapes_of(model.visual_encoder.state_dict())
+    problems = fit_state(shapes_of(state), expected).problems()
     out.add(
         "weights",
         name,
@@ -557,17 +522,14 @@ def _check_vit_ckpt(out: Checklist, path: Path, model: Any, key: str) -> None:
 
 
 def _check_blip2_ckpt(out: Checklist, path: Path, expected: dict, key: str) -> None:
-    from xraygpt.models.convert import BLIP2_SHARED_KEYS, QFORMER_PREFIX, convert_blip2_checkpoint
+    from xraygpt.models.convert import convert_blip2_checkpoint
 
     name = "q-former weights"
     state = _load_state_for_check(out, name, path, key)
     if state is None:
         return
     converted = convert_blip2_checkpoint(state)
-    wanted = {
-        k: v for k, v in expected.items() if k.startswith(QFORMER_PREFIX) or k in BLIP2_SHARED_KEYS
-    }
-    problems = compare_keys(_shapes(converted.tensors), wanted)
+    problems = fit_state(shapes_of(converted.tensors), blip2_targets(expected)).problems()
     out.add(
         "weights",
         name,
@@ -591,20 +553,14 @@ def _check_model_ckpt(
     ``llama_proj`` is left to :func:`_check_llama_proj`, which knows the LLM's size.
     Returns the checkpoint's ``{model key: shape}``, or None when it does not load.
     """
-    from xraygpt.models.convert import model_key_from_original
-
     name = f"checkpoint {key}"
     state = _load_state_for_check(out, name, path, key, _producer_hint(path, key))
     if state is None:
         return None
-    mapped = {}
-    for k, v in state.items():
-        new = model_key_from_original(k)
-        if new is not None:
-            mapped[new] = tuple(v.shape)
+    mapped = shapes_of(model_ckpt_keys(state))
     others = {k: v for k, v in mapped.items() if not k.startswith("llama_proj.")}
     problems = [] if mapped else ["holds no tensor of this model"]
-    problems += compare_keys(others, expected, subset=True)
+    problems += fit_state(others, expected, subset=True).problems()
     heads = sorted({k.split(".")[0] for k in mapped})
     out.add(
         "weights",
@@ -707,7 +663,7 @@ def _check_resume_ckpt(out: Checklist, path: Path, trainable: dict) -> None:
         )
         return
     try:
-        problems = compare_keys(_shapes(obj["model"]), trainable)
+        problems = fit_state(shapes_of(obj["model"]), trainable).problems()
     except (AttributeError, TypeError):
         problems = ["its 'model' entry is not a state dict of tensors"]
     out.add(

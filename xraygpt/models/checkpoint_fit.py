@@ -1,0 +1,105 @@
+"""What a checkpoint fits: pure functions over key names and shapes.
+
+The model applies the result when it loads weights (:mod:`xraygpt.models.mini_gpt4`
+raises on a misfit) and the set-up validator prints it without loading anything
+(``xraygpt.tools.validate.weight_checks``): one implementation, two readers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import xraygpt.models.convert as convert
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+def shapes_of(state: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """``{key: shape}`` of a state dict (tensors, or anything with a ``shape``)."""
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _listed(keys: tuple[str, ...], limit: int) -> str:
+    return ", ".join(keys[:limit]) + (" ..." if len(keys) > limit else "")
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a checkpoint's tensors meet a model's: what loads, what is dropped by design,
+    what is unused, and what does not fit (missing, unexpected, another shape)."""
+
+    loads: tuple[str, ...]
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
+    dropped: tuple[str, ...] = ()
+    unused: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def problems(self, limit: int = 5) -> list[str]:
+        """One line per kind of misfit; [] when the checkpoint fits."""
+        lines = []
+        if self.missing:
+            lines.append(f"{len(self.missing)} missing key(s): {_listed(self.missing, limit)}")
+        if self.unexpected:
+            lines.append(
+                f"{len(self.unexpected)} unexpected key(s): {_listed(self.unexpected, limit)}"
+            )
+        shown = self.mismatched[: 2 * limit]
+        lines += [f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in shown]
+        if len(self.mismatched) > len(shown):
+            lines.append(f"... and {len(self.mismatched) - len(shown)} more shape mismatches")
+        return lines
+
+
+def fit_state(
+    got: Shapes,
+    expected: Shapes,
+    *,
+    subset: bool = False,
+    dropped: Iterable[str] = (),
+    unused: Iterable[str] = (),
+) -> Fit:
+    """How checkpoint shapes ``got`` fit the model's ``expected``.
+
+    ``subset``: the checkpoint may hold fewer keys than the model (a MiniGPT-4
+    ``ckpt`` holds only the trained ones). ``dropped`` / ``unused``: keys the
+    conversion set aside, reported but no misfit.
+    """
+    common = sorted(set(got) & set(expected))
+    return Fit(
+        loads=tuple(k for k in common if tuple(got[k]) == tuple(expected[k])),
+        missing=() if subset else tuple(sorted(set(expected) - set(got))),
+        unexpected=tuple(sorted(set(got) - set(expected))),
+        mismatched=tuple(
+            (k, tuple(got[k]), tuple(expected[k]))
+            for k in common
+            if tuple(got[k]) != tuple(expected[k])
+        ),
+        dropped=tuple(dropped),
+        unused=tuple(unused),
+    )
+
+
+def blip2_targets(model_shapes: Shapes) -> dict[str, tuple[int, ...]]:
+    """The model keys a BLIP-2 checkpoint fills: the Q-Former, ``query_tokens``, ``ln_vision``."""
+    return {
+        k: v
+        for k, v in model_shapes.items()
+        if k.startswith(convert.QFORMER_PREFIX) or k in convert.BLIP2_SHARED_KEYS
+    }
+
+
+def model_ckpt_keys(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A MiniGPT-4 / XrayGPT checkpoint's entries under this project's model keys."""
+    mapped = {}
+    for key, value in state.items():
+        new = convert.model_key_from_original(key)
+        if new is not None:
+            mapped[new] = value
+    return mapped
