@@ -11,7 +11,7 @@ to end (its recipe trains everything) on the CPU. A batch size of ``max``
 searches for the largest batch that fits (CUDA only): it doubles until the
 GPU runs out of memory, then bisects to a multiple of 8.
 
-Model FLOPs per sample (DESIGN §8): vision encoder forward ``2 * P_vit *
+Model FLOPs per sample (docs/recipe.md §8): vision encoder forward ``2 * P_vit *
 T_vit``; Q-Former forward ``2 * P_qformer * Q``; LLM ``k * P_llm * T_llm``
 with k = 4 when the LLM is frozen (forward + backward to its inputs) and 6
 when it is trained, P without the embedding table, T_llm the padded sequence
@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--caption-words", type=int, default=120)
     parser.add_argument(
-        "--peak-tflops", type=float, default=790.0, help="bf16 dense peak (DESIGN §8)"
+        "--peak-tflops", type=float, default=790.0, help="bf16 dense peak (docs/recipe.md §8)"
     )
     parser.add_argument(
         "--amp", action="store_true", help="bf16/fp16 autocast (on by default on CUDA)"

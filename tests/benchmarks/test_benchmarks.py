@@ -1,4 +1,4 @@
-"""The benchmark scripts run and report what BENCHMARKS.md quotes; the FLOP count is DESIGN §8's.
+"""The benchmark scripts run and report what BENCHMARKS.md quotes; the FLOP count is docs/recipe.md §8's.
 
 They run as a user runs them (``python benchmarks/bench_x.py ...``) on toy sizes;
 the full-size runs are cut to one ViT block and one LLM layer in fp32 on the CPU,

@@ -1,4 +1,4 @@
-"""The conversation template registry and the xraygpt prompt format (DESIGN §4)."""
+"""The conversation template registry and the xraygpt prompt format (docs/recipe.md §4)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import torch
 
 from xraygpt.models import convert
 
-# (LAVIS name, transformers Blip2QFormerModel name under the model's ``Qformer.``), DESIGN §2
+# (LAVIS name, transformers Blip2QFormerModel name under the model's ``Qformer.``), docs/recipe.md §2
 MAPPED = [
     ("Qformer.bert.embeddings.LayerNorm.weight", "Qformer.layernorm.weight"),
     (

@@ -43,7 +43,7 @@ def test_lavis_qformer_checkpoint_loads_completely_and_reproduces_outputs(
             if "layernorm" in name.lower() or name.startswith("ln_vision"):
                 param.normal_()
     state = _lavis_blip2_state(source)
-    # the names are LAVIS's (DESIGN §2), not the HF ones
+    # the names are LAVIS's (docs/recipe.md §2), not the HF ones
     assert "Qformer.bert.embeddings.LayerNorm.weight" in state
     assert "Qformer.bert.encoder.layer.0.attention.self.query.weight" in state
     assert "Qformer.bert.encoder.layer.0.crossattention.self.key.weight" in state

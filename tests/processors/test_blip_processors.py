@@ -1,4 +1,4 @@
-"""The BLIP-2 image processors and the BLIP caption processor (DESIGN §5)."""
+"""The BLIP-2 image processors and the BLIP caption processor (docs/recipe.md §5)."""
 
 import numpy as np
 import pytest

@@ -36,7 +36,7 @@ def test_real_archive_keeps_the_papers_number_of_reports(real_openi):
     out, stats = real_openi
     assert stats["reports_in"] == 3955
     assert abs(stats["kept_reports"] - PAPER_SUMMARIES) <= 0.01 * PAPER_SUMMARIES
-    # the three word-count filters alone keep 3,398 reports / 6,426 image ids (DESIGN §6)
+    # the three word-count filters alone keep 3,398 reports / 6,426 image ids (docs/recipe.md §6)
     assert stats["dropped"] == {
         "no_findings": 530,
         "no_impression": 6,

@@ -1,4 +1,4 @@
-"""The learning-rate curves of DESIGN §5, pinned numerically."""
+"""The learning-rate curves of docs/recipe.md §5, pinned numerically."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The shipped stage configs hold the original recipe (DESIGN §5) and chain together."""
+"""The shipped stage configs hold the original recipe (docs/recipe.md §5) and chain together."""
 
 from pathlib import Path
 

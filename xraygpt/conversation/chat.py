@@ -1,4 +1,4 @@
-"""``Chat``: a multi-turn, multi-image conversation with a ``mini_gpt4`` model (DESIGN §4)."""
+"""``Chat``: a multi-turn, multi-image conversation with a ``mini_gpt4`` model (docs/recipe.md §4)."""
 
 from __future__ import annotations
 

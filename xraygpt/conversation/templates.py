@@ -3,7 +3,7 @@
 Templates live in one registry, written once; :func:`get_conv_template`
 hands out a fresh copy, so callers can append messages freely.
 
-The ``xraygpt`` template (DESIGN §4) renders as::
+The ``xraygpt`` template (docs/recipe.md §4) renders as::
 
     {system}###Patient: <Img><ImageHere></Img> question###Doctor: answer###Patient: ...###Doctor:
 

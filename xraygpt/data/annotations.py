@@ -1,6 +1,6 @@
 """Reading and checking ``filter_cap.json`` annotation files.
 
-Schema (DESIGN §6, plus the fields ``prepare`` adds)::
+Schema (docs/recipe.md §6, plus the fields ``prepare`` adds)::
 
     {"annotations": [
         {"image_id": "CXR1_1_IM-0001-3001",      # required: the image file's stem

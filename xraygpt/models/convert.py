@@ -3,7 +3,7 @@
 Pure functions over state dicts (or just key lists), so a set-up checker can
 validate a checkpoint's keys without building the model.
 
-LAVIS BLIP-2 Q-Former -> transformers ``Blip2QFormerModel`` (DESIGN §2):
+LAVIS BLIP-2 Q-Former -> transformers ``Blip2QFormerModel`` (docs/recipe.md §2):
 strip ``Qformer.bert.``; ``embeddings.LayerNorm`` -> ``layernorm``;
 ``.attention.self.`` -> ``.attention.attention.``; ``.crossattention.self.``
 -> ``.crossattention.attention.``; the text-side modules that MiniGPT-4 deletes

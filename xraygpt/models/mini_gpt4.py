@@ -1,6 +1,6 @@
 """``mini_gpt4``: image -> vision encoder -> ln_vision -> Q-Former -> llama_proj -> LLaMA.
 
-The MiniGPT-4 / XrayGPT model (DESIGN §2-4) assembled from maintained
+The MiniGPT-4 / XrayGPT model (docs/recipe.md §2-4) assembled from maintained
 libraries: timm's ``Eva`` (or any registered vision encoder), transformers'
 ``Blip2QFormerModel`` and ``LlamaForCausalLM``. Attribute names are the
 original's (``visual_encoder``, ``ln_vision``, ``Qformer``, ``query_tokens``,
@@ -60,7 +60,7 @@ from xraygpt.models.vision_encoders import LayerNormFp32, build_vision_encoder
 
 log = logging.getLogger(__name__)
 
-# The Q-Former of BLIP-2 (DESIGN §2); ``model.qformer_config`` overrides these.
+# The Q-Former of BLIP-2 (docs/recipe.md §2); ``model.qformer_config`` overrides these.
 QFORMER_DEFAULTS: dict[str, Any] = {
     "hidden_size": 768,
     "num_hidden_layers": 12,
@@ -607,7 +607,7 @@ class MiniGPT4(nn.Module):
         return self.llama_model.get_input_embeddings().weight.dtype
 
     def forward(self, samples: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        """The training loss of DESIGN §3 for a batch ``{"image": [B,3,H,W], "caption": [str]}``."""
+        """The training loss of docs/recipe.md §3 for a batch ``{"image": [B,3,H,W], "caption": [str]}``."""
         images, captions = samples["image"], samples["caption"]
         if len(captions) != images.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {len(captions)} captions in the batch")

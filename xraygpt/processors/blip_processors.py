@@ -1,4 +1,4 @@
-"""The image and caption processors of BLIP-2 / MiniGPT-4 / XrayGPT (DESIGN §5).
+"""The image and caption processors of BLIP-2 / MiniGPT-4 / XrayGPT (docs/recipe.md §5).
 
 Configs name them under ``vis_processor`` / ``text_processor``::
 

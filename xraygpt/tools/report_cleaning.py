@@ -2,7 +2,7 @@
 
 The paper filtered reports by section length and then had GPT-3.5 rewrite
 them; this module does the same steps with fixed rules, so that the output is
-deterministic and needs no API (DESIGN §6):
+deterministic and needs no API (docs/recipe.md §6):
 
 1. filters, on the raw section text (words = whitespace-separated tokens):
    no FINDINGS, no IMPRESSION, FINDINGS under 10 words, IMPRESSION under

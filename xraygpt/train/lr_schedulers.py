@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the recipe (DESIGN §5), as pure functions of the step.
+"""Learning-rate schedules of the recipe (docs/recipe.md §5), as pure functions of the step.
 
 The runner calls :meth:`step` once per training iteration (micro-batch) with
 the global iteration index, before the forward pass, as LAVIS does. Because

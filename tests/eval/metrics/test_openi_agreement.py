@@ -35,7 +35,7 @@ def reports() -> list[OpenIReport]:
 
 def test_archive_is_read(reports: list[OpenIReport]) -> None:
     assert find_archive().name == "NLMCXR_reports.tgz"
-    # DESIGN §6: the archive holds 3,955 reports
+    # docs/recipe.md §6: the archive holds 3,955 reports
     assert len(reports) == 3955
     first = reports[0]
     assert first.report_id == "1"

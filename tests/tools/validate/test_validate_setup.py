@@ -259,7 +259,7 @@ def test_full_size_layout_validates_clean(full_result):
 
 
 def test_memory_estimate_follows_design_section_8(full_result):
-    """fp16 weights: the 7B LLM 13.5 GB (DESIGN §8); formula stated in the output."""
+    """fp16 weights: the 7B LLM 13.5 GB (docs/recipe.md §8); formula stated in the output."""
     est = full_result.facts["memory_estimate"]
     parts = {p["module"]: p for p in est["parts"]}
     assert parts["llama_model"]["params"] == LLAMA_7B_PARAMS

@@ -1,6 +1,6 @@
 """Natural-language generation metrics of generated reports against references.
 
-Two families, as the field reports them (DESIGN §7):
+Two families, as the field reports them (docs/recipe.md §7):
 
 * ROUGE-1, ROUGE-2 and ROUGE-L from ``rouge-score`` (the XrayGPT paper's
   metric): F-measure per report, Porter stemming on, averaged over reports.

@@ -39,7 +39,7 @@ TRAINING_PACKAGES = (
 
 @dataclass
 class MemoryEstimate:
-    """Training memory per GPU (DESIGN §8): frozen weights + trained state + activations.
+    """Training memory per GPU (docs/recipe.md §8): frozen weights + trained state + activations.
 
     ``parts`` lists ``(module, parameters, bytes per parameter, trained)``. Frozen
     modules cost their weights only: the ViT and Q-Former run under ``no_grad``, so

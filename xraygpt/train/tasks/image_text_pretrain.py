@@ -1,7 +1,7 @@
 """``image_text_pretrain``: the task of both XrayGPT stages.
 
 A step is the model's captioning loss on a batch of (image, report) pairs
-(DESIGN §3); stage 1 and stage 2 differ only in their model and data config.
+(docs/recipe.md §3); stage 1 and stage 2 differ only in their model and data config.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def report_loss(model: nn.Module, captions: Sequence[str], prompt: str) -> torch
         truncation=True,
         max_length=model.max_txt_len,
     ).input_ids
-    # Right padding, labels only on the report tokens (DESIGN §3 without the image).
+    # Right padding, labels only on the report tokens (docs/recipe.md §3 without the image).
     length = len(head) + max(len(t) for t in targets)
     ids = torch.full((len(targets), length), tok.pad_token_id, dtype=torch.long)
     labels = torch.full((len(targets), length), IGNORE_INDEX, dtype=torch.long)
