@@ -136,20 +136,21 @@ def quantized_load_kwargs(
     }
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
+def apply_lora(model: nn.Module, settings: LoraSettings, key: str = "lora") -> nn.Module:
     """``model`` wrapped by peft with LoRA adapters: base weights frozen, adapters trainable.
 
     With ``settings.quantize_4bit`` the model must have been loaded with
     :func:`quantized_load_kwargs`; it is prepared for k-bit training first.
+    ``key`` names the config section in error messages.
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    check_target_modules(model, settings.target_modules)
+    check_target_modules(model, settings.target_modules, key)
     if settings.quantize_4bit:
-        require_qlora_support()
+        require_qlora_support(f"{key}.quantize_4bit")
         if not getattr(model, "is_loaded_in_4bit", False):
             raise ValueError(
-                "lora.quantize_4bit=true but the LLM was not loaded in 4-bit: load it with "
+                f"{key}.quantize_4bit=true but the LLM was not loaded in 4-bit: load it with "
                 "from_pretrained(..., **quantized_load_kwargs(settings)) (a pretrained "
                 "folder is needed; a randomly initialised LLM cannot be quantized)"
             )
