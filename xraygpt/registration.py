@@ -9,8 +9,10 @@ registers a component.
 
 def import_all() -> None:
     # ruff: noqa: F401 - imported for their registration side effect
+    import xraygpt.data.conversations
     import xraygpt.datasets.builders
     import xraygpt.datasets.phantom
+    import xraygpt.models.causal_lm
     import xraygpt.models.cnn_encoder
     import xraygpt.models.encoder_classifier
     import xraygpt.models.mini_gpt4
@@ -21,3 +23,4 @@ def import_all() -> None:
     import xraygpt.tasks.encoder_pretrain
     import xraygpt.tasks.image_text_pretrain
     import xraygpt.tasks.text_pretrain
+    import xraygpt.train.tasks.conversation_sft
