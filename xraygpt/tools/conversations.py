@@ -31,7 +31,7 @@ import json
 import random
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,10 @@ OBSERVATION_PHRASES = {
     "Atelectasis": ("atelectasis", "atelectasis"),
     "Pneumothorax": ("a pneumothorax", "pneumothorax"),
     "Pleural Effusion": ("a pleural effusion", "pleural effusion"),
-    "Pleural Other": ("another pleural abnormality, such as thickening", "other pleural abnormality"),
+    "Pleural Other": (
+        "another pleural abnormality, such as thickening",
+        "other pleural abnormality",
+    ),
     "Fracture": ("a fracture", "fracture"),
     "Support Devices": ("a support device, such as a tube, line or pacemaker", "support device"),
 }
@@ -106,9 +109,17 @@ DEFAULT_MAX_QUESTIONS = 6
 
 
 def report_conversation(
-    report: str, conv_id: str, seed: int = 0, max_questions: int = DEFAULT_MAX_QUESTIONS
+    report: str,
+    conv_id: str,
+    seed: int = 0,
+    max_questions: int = DEFAULT_MAX_QUESTIONS,
+    answer_style: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
-    """One ShareGPT-layout conversation about ``report`` (see the module docstring)."""
+    """One ShareGPT-layout conversation about ``report`` (see the module docstring).
+
+    ``answer_style`` rewrites every answer (e.g. the image stages' caption
+    processing); the labels are read from the report as written.
+    """
     rng = random.Random(zlib.crc32(f"{seed}:{conv_id}".encode()))
     turns = [
         {"from": "human", "value": rng.choice(REPORT_REQUESTS)},
@@ -126,16 +137,23 @@ def report_conversation(
         qa.append((rng.choice(QUESTIONS).format(obs=phrase), answer[0].upper() + answer[1:]))
     for question, answer in qa:
         turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+    if answer_style is not None:
+        for item in turns:
+            if item["from"] == "gpt":
+                item["value"] = answer_style(item["value"])
     return {"id": conv_id, "conversations": turns}
 
 
 def from_reports(args: argparse.Namespace) -> int:
     entries = [e for e in load_annotations(args.annotations) if e.split in args.split]
     if not entries:
-        print(
-            f"error: {args.annotations} has no entry in split(s) {args.split}", file=sys.stderr
-        )
+        print(f"error: {args.annotations} has no entry in split(s) {args.split}", file=sys.stderr)
         return 2
+    style = None
+    if args.caption_style:
+        from xraygpt.processors.blip_processors import BlipCaptionProcessor
+
+        style = BlipCaptionProcessor(max_words=args.max_words)
     conversations, seen = [], set()
     for entry in tqdm(entries, desc="conversations", unit="report", disable=not args.progress):
         conv_id = entry.report_id or entry.image_id
@@ -143,7 +161,7 @@ def from_reports(args: argparse.Namespace) -> int:
             continue
         seen.add(conv_id)
         conversations.append(
-            report_conversation(entry.caption, conv_id, args.seed, args.max_questions)
+            report_conversation(entry.caption, conv_id, args.seed, args.max_questions, style)
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(conversations, args.out)
@@ -204,6 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=DEFAULT_MAX_QUESTIONS,
         help="observation questions per conversation at most",
+    )
+    make.add_argument(
+        "--caption-style",
+        action="store_true",
+        help="write the answers as the image stages' blip_caption processor shows reports to "
+        "the LLM (lowercase, no punctuation), so the tuned LLM writes in the style those "
+        "stages train",
+    )
+    make.add_argument(
+        "--max-words", type=int, default=120, help="with --caption-style: words kept per answer"
     )
     make.add_argument("--no-progress", dest="progress", action="store_false")
     make.set_defaults(run=from_reports)
