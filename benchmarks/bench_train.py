@@ -21,16 +21,38 @@ MFU = achieved / ``--peak-tflops``.
 
 Smoke test without a GPU: ``--size full --device cpu --precision fp32
 --vit-layers 1 --llm-layers 1 --batches 1 2 --steps 1 --warmup 0``.
+
+Training the LLM itself (text only, as in the conversation fine-tuning),
+variants side by side, each in a fresh process so that its peak memory is its own:
+
+    python benchmarks/bench_train.py --llm-variants full lora fsdp       # tiny LLaMA, CPU
+    python benchmarks/bench_train.py --llm-variants lora fsdp --size full --device cuda \
+        --llm-batch 4 --seq-len 2048                                       # LLaMA-7B
+
+``full``: every weight trains (AdamW), 6 * P * T FLOPs per step; ``lora``:
+peft adapters (``--lora-r``, ``--lora-targets``) on the frozen LLM,
+4 * P * T + 6 * P_adapters * T (forward and backward to the activations
+through the base, weight gradients for the adapters only); ``fsdp``: full
+fine-tuning sharded with FSDP2 (bf16 layers, activation checkpointing) over
+the processes of ``torchrun`` (one without it). P without the embedding table,
+T = batch * sequence length. At full size the LoRA base and the ``full`` weights are
+bf16 on CUDA (``--precision``); ``fsdp`` keeps fp32 shards and computes in bf16.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
 from common import (
+    REPO_ROOT,
     add_full_size_options,
     attention_backends,
     build_full_size_random,
@@ -187,6 +209,155 @@ def parse_batch(value: str) -> int | str:
     return int(value)
 
 
+# ------------------------------------------------------------------ the LLM alone
+
+
+def build_llm(args, device: torch.device, variant: str):
+    """A random LLaMA (tiny preset, or 7B at ``--size full``) set up for ``variant``."""
+    from xraygpt.models.llm import (
+        TINY_TOKENIZER_DIR,
+        build_random_llm,
+        load_tokenizer,
+        parse_dtype,
+        preset_config,
+    )
+
+    overrides = {"num_hidden_layers": args.llm_layers} if args.llm_layers else {}
+    vocab = len(load_tokenizer(TINY_TOKENIZER_DIR)) if args.size == "tiny" else None
+    config = preset_config("tiny" if args.size == "tiny" else "llama-7b", overrides, vocab)
+    # Weights that the optimizer updates stay fp32 (autocast on top) except plain
+    # bf16 training at full size, where fp32 weights + AdamW of 7B exceed one GPU.
+    half = args.size == "full" and args.precision == "bf16" and variant != "fsdp"
+    dtype = parse_dtype("bf16" if half else "fp32", "--precision")
+    with device:
+        llm = build_random_llm(config, dtype)
+    if variant == "lora":
+        from xraygpt.models.lora import LoraSettings, apply_lora
+
+        settings = LoraSettings(
+            r=args.lora_r, alpha=2 * args.lora_r, target_modules=args.lora_targets
+        )
+        llm = apply_lora(llm, settings)
+    elif variant == "fsdp":
+        from xraygpt.common import dist
+        from xraygpt.train import fsdp
+
+        if not dist.is_dist():  # one process without torchrun: a group of one
+            import torch.distributed as torch_dist
+
+            store = tempfile.mkdtemp(prefix="bench_fsdp_")
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch_dist.init_process_group(
+                backend, init_method=f"file://{store}/pg", rank=0, world_size=1
+            )
+        llm = fsdp.shard_model(llm, device, ["LlamaDecoderLayer"])
+    elif args.grad_ckpt:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return llm
+
+
+def _local_bytes(tensor: torch.Tensor) -> int:
+    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # an FSDP shard
+    return local.numel() * local.element_size()
+
+
+def train_state_mb(llm, optimizer) -> float:
+    """This process's weights + gradients + AdamW moments: what the variants change
+    (on the CPU the peak RSS is mostly the interpreter and libraries)."""
+    weights = sum(_local_bytes(p) for p in llm.parameters())
+    grads = sum(_local_bytes(p) for p in llm.parameters() if p.requires_grad)
+    moments = sum(
+        _local_bytes(v)
+        for state in optimizer.state.values()
+        for v in state.values()
+        if isinstance(v, torch.Tensor) and v.ndim > 0
+    )
+    return (weights + grads + moments) / 2**20
+
+
+def llm_flops_per_step(llm, variant: str, tokens: int) -> float:
+    if variant != "lora":
+        return 6.0 * n_params(llm, skip_embeddings=True) * tokens
+    adapters = sum(p.numel() for p in llm.parameters() if p.requires_grad)
+    base = n_params(llm.get_base_model(), skip_embeddings=True) - adapters  # peft put them in
+    return 4.0 * base * tokens + 6.0 * adapters * tokens
+
+
+def measure_llm(args, variant: str) -> dict:
+    """One variant's row (run in its own process: see :func:`llm_main`)."""
+    torch.manual_seed(0)
+    device = pick_device(args.device)
+    llm = build_llm(args, device, variant)
+    params = [p for p in llm.parameters() if p.requires_grad]
+
+    class Run:
+        weight_decay, init_lr, beta1, beta2 = 0.0, 2e-5, 0.9, 0.999
+
+    optimizer = build_optimizer(llm, Run)
+    # fsdp casts by its own policy; the others autocast on CUDA (or with --amp)
+    amp = variant != "fsdp" and (args.amp or device.type == "cuda")
+    precision = resolve_precision(device, amp)
+    batch, length = args.llm_batch, args.seq_len
+    vocab = llm.config.vocab_size
+    ids = torch.randint(3, vocab, (batch, length), generator=torch.Generator().manual_seed(1))
+    ids = ids.to(device)
+    llm.train()
+
+    def step() -> None:
+        with precision.autocast():
+            loss = llm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    reset_peak_memory(device)
+    for _ in range(args.warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    sync(device)
+    seconds = (time.perf_counter() - start) / args.steps
+    flops = llm_flops_per_step(llm, variant, batch * length)
+    return {
+        "variant": variant,
+        "trainable_params": sum(p.numel() for p in params),
+        "tokens_per_s": batch * length / seconds,
+        "step_ms": 1000 * seconds,
+        "peak_mem_mb": peak_memory_mb(device),
+        "train_state_mb": train_state_mb(llm, optimizer),
+        "tflop_per_step": flops / 1e12,
+        "achieved_tflops": flops / seconds / 1e12,
+        "mfu": flops / seconds / (args.peak_tflops * 1e12),
+        "precision": "fsdp bf16 layers" if variant == "fsdp" else precision.describe(),
+    }
+
+
+def llm_main(args) -> None:
+    """Each variant in a fresh process (its own peak memory), then the table."""
+    if args.llm_one:
+        row = measure_llm(args, args.llm_one)
+        print("ROW " + json.dumps(row), flush=True)
+        return
+    rows = []
+    for variant in args.llm_variants:
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--llm-one", variant]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        lines = [x for x in done.stdout.splitlines() if x.startswith("ROW ")]
+        if done.returncode != 0 or not lines:
+            raise SystemExit(f"variant {variant} failed:\n{done.stderr[-3000:]}")
+        rows.append(json.loads(lines[-1][4:]))
+    report(
+        "bench_train_llm",
+        vars(args),
+        rows,
+        {"llm": "llama-7b" if args.size == "full" else "tiny preset", "layers": args.llm_layers},
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
@@ -209,7 +380,26 @@ def main() -> None:
         "--amp", action="store_true", help="bf16/fp16 autocast (on by default on CUDA)"
     )
     add_full_size_options(parser)
+    llm = parser.add_argument_group("training the LLM alone (--llm-variants)")
+    llm.add_argument(
+        "--llm-variants",
+        nargs="+",
+        choices=["full", "lora", "fsdp"],
+        default=None,
+        help="benchmark LLM training (text only) instead of the image stage",
+    )
+    llm.add_argument("--llm-batch", type=int, default=4)
+    llm.add_argument("--seq-len", type=int, default=256)
+    llm.add_argument("--lora-r", type=int, default=8)
+    llm.add_argument("--lora-targets", nargs="+", default=["q_proj", "v_proj"])
+    llm.add_argument(
+        "--grad-ckpt", action="store_true", help="activation checkpointing for full/lora"
+    )
+    llm.add_argument("--llm-one", default=None, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args()
+    if args.llm_variants:
+        llm_main(args)
+        return
 
     torch.manual_seed(0)
     device = pick_device(args.device)

@@ -7,7 +7,8 @@
 #    the GPU, and the full-size benchmarks cut short;
 # 2. bench_train at full size (EVA-ViT-g + Q-Former + LLaMA-7B, random weights, bf16)
 #    at the paper's batch 3 and at the largest batch that fits;
-# 3. bench_generate at full size: the original's way against the batched path.
+# 3. bench_train's LLM variants at 7B: LoRA and FSDP2 full fine-tuning (one GPU);
+# 4. bench_generate at full size: the original's way against the batched path.
 #
 # Each benchmark's JSON line and table land in OUT_DIR/<name>.log. Python packages
 # the machine lacks (omegaconf, on the lent H200 image) can travel as wheels in
@@ -41,6 +42,8 @@ run() {
 run cuda_tests python3 -m pytest -q -m gpu -p no:cacheprovider \
     tests/models/test_mini_gpt4.py tests/benchmarks/test_benchmarks.py
 run bench_train python3 benchmarks/bench_train.py --size full --device cuda --batches 3 max --steps 5
+run bench_train_llm python3 benchmarks/bench_train.py --llm-variants lora fsdp --size full \
+    --device cuda --llm-batch 4 --seq-len 2048 --steps 3 --warmup 1
 run bench_generate python3 benchmarks/bench_generate.py --size full --device cuda --n 32 --batch 32 \
     --max-new-tokens 64
 exit $status

@@ -109,6 +109,40 @@ def test_flop_count_is_design_section_8(bench_train):
     assert llm == pytest.approx(4.3e12, rel=0.03)
 
 
+@pytest.mark.slow
+def test_bench_train_llm_variants_side_by_side():
+    args = ["--llm-variants", "full", "lora", "fsdp", "--llm-batch", "1", "--seq-len", "16"]
+    record = run_benchmark("bench_train.py", *args, "--steps", "1", "--warmup", "0")
+    rows = {row["variant"]: row for row in record["results"]}
+    assert list(rows) == ["full", "lora", "fsdp"]
+    assert rows["full"]["trainable_params"] == rows["fsdp"]["trainable_params"]
+    assert 0 < rows["lora"]["trainable_params"] < rows["full"]["trainable_params"] / 50
+    assert rows["lora"]["tflop_per_step"] < rows["full"]["tflop_per_step"]
+    assert rows["lora"]["train_state_mb"] < rows["full"]["train_state_mb"] / 2
+    assert all(row["tokens_per_s"] > 0 and row["peak_mem_mb"] > 0 for row in rows.values())
+
+
+def test_llm_flop_count_full_and_lora(bench_train):
+    """Full: 6·P·T; LoRA: 4·P·T through the frozen base + 6·P_adapters·T; P without embeddings."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from xraygpt.models.lora import LoraSettings, apply_lora
+
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )
+    llm = LlamaForCausalLM(config)
+    p = sum(t.numel() for t in llm.parameters()) - 50 * 16
+    assert bench_train.llm_flops_per_step(llm, "full", 10) == 6 * p * 10
+    lora = apply_lora(llm, LoraSettings(r=2, target_modules=["q_proj"]))
+    adapters = 2 * (2 * 16 + 16 * 2)  # A and B of q_proj in 2 layers
+    assert bench_train.llm_flops_per_step(lora, "lora", 10) == 4 * p * 10 + 6 * adapters * 10
+
+
 def test_bench_generate_tiny_compares_the_two_ways():
     record = run_benchmark("bench_generate.py", "--n", "2", "--batch", "2", "--max-new-tokens", "3")
     assert [row["reports"] for row in record["results"]] == [2, 2]
@@ -144,6 +178,16 @@ def test_bench_train_full_size_on_cuda():
     assert record["vit_frozen"] is True and record["vit_under_inference_mode"] is True
     assert record["attention"] == {"vit": "sdpa", "qformer": "sdpa", "llm": "sdpa"}
     assert record["results"][0]["mfu"] > 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_bench_train_llm_7b_lora_and_fsdp_on_cuda():
+    args = ["--llm-variants", "lora", "fsdp", "--size", "full", "--device", "cuda"]
+    args += ["--llm-layers", "2", "--llm-batch", "1", "--seq-len", "128", "--steps", "1"]
+    record = run_benchmark("bench_train.py", *args, "--warmup", "1")
+    assert [row["variant"] for row in record["results"]] == ["lora", "fsdp"]
+    assert all(row["mfu"] > 0 for row in record["results"])
 
 
 @pytest.mark.gpu

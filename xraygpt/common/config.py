@@ -86,6 +86,11 @@ class RunConfig:
     length_penalty: float = GenerationOptions.length_penalty
     nn_baseline: bool = False
     meteor: bool = True  # METEOR needs Java and takes up to a minute to start
+    # FSDP2 full fine-tuning instead of DDP (xraygpt/train/fsdp.py); needs torchrun
+    fsdp: bool = False
+    fsdp_layer_classes: list[str] = field(default_factory=lambda: ["LlamaDecoderLayer"])
+    fsdp_mixed_precision: bool = True  # bf16 compute, fp32 gradient reduce and optimizer
+    fsdp_activation_checkpointing: bool = True
     # distributed: read from torchrun's environment; kept for the original configs
     distributed: bool = True
     world_size: int = 1

@@ -9,6 +9,11 @@ The ``xraygpt`` template (docs/recipe.md §4) renders as::
 
 i.e. ``system + sep``, then ``Role: message + sep`` for each finished turn, and
 ``Role:`` for the open turn (message ``None``) the model is to complete.
+
+A template with a second separator ``sep2`` ends the assistant's turns with it
+instead (FastChat's ``vicuna_v1.1``: ``sep=" "``, ``sep2="</s>"``)::
+
+    {system} USER: question ASSISTANT: answer</s>USER: ...
 """
 
 from __future__ import annotations
@@ -30,20 +35,43 @@ class Conversation:
     roles: tuple[str, str]
     sep: str
     messages: list[list[str | None]] = field(default_factory=list)
+    sep2: str | None = None  # ends the assistant's turns when set (else sep does)
 
     def append_message(self, role: str, message: str | None) -> None:
         if role not in self.roles:
             raise ValueError(f"role {role!r} is not one of this conversation's roles {self.roles}")
         self.messages.append([role, message])
 
+    def end_of(self, role: str) -> str:
+        """The separator that closes a finished turn of ``role``."""
+        if role == self.roles[1] and self.sep2 is not None:
+            return self.sep2
+        return self.sep
+
     def get_prompt(self) -> str:
-        text = self.system + self.sep
+        return "".join(text for text, _ in self.segments())
+
+    def segments(self) -> list[tuple[str, bool]]:
+        """The prompt as ``(text, is_answer)`` pieces whose concatenation is :meth:`get_prompt`.
+
+        An answer piece is what the model is to write after ``Role:`` — a space,
+        the message and the separator that ends it (the stop string) — so
+        training can put the loss on exactly these pieces.
+        """
+        pieces: list[tuple[str, bool]] = []
+        context = self.system + self.sep
         for role, message in self.messages:
-            if message is not None:  # an empty answer is still a finished turn
-                text += f"{role}: {message}{self.sep}"
-            else:
-                text += f"{role}:"
-        return text
+            if message is None:
+                context += f"{role}:"
+            elif role == self.roles[1]:
+                pieces.append((context + f"{role}:", False))
+                pieces.append((f" {message}{self.end_of(role)}", True))
+                context = ""
+            else:  # an empty question is still a finished turn
+                context += f"{role}: {message}{self.end_of(role)}"
+        if context:
+            pieces.append((context, False))
+        return pieces
 
     def copy(self) -> Conversation:
         return copy.deepcopy(self)
@@ -93,5 +121,19 @@ register_conv_template(
         ),
         roles=("Patient", "Doctor"),
         sep=STOP_STR,
+    )
+)
+
+# FastChat's Vicuna v1.1 template, which Vicuna 7B/13B v1.1+ were fine-tuned with.
+register_conv_template(
+    Conversation(
+        name="vicuna_v1.1",
+        system=(
+            "A chat between a curious user and an artificial intelligence assistant. "
+            "The assistant gives helpful, detailed, and polite answers to the user's questions."
+        ),
+        roles=("USER", "ASSISTANT"),
+        sep=" ",
+        sep2="</s>",
     )
 )

@@ -7,6 +7,7 @@ Importing the package registers its models and vision encoders (``docs/architect
 """
 
 # ruff: noqa: F401 - imported for their registration side effect
+import xraygpt.models.causal_lm
 import xraygpt.models.cnn_encoder
 import xraygpt.models.encoder_classifier
 import xraygpt.models.mini_gpt4

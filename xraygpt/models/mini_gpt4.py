@@ -56,6 +56,12 @@ from xraygpt.models.llm import (
     parse_dtype,
     preset_config,
 )
+from xraygpt.models.lora import (
+    LoraSettings,
+    apply_lora,
+    quantized_load_kwargs,
+    require_qlora_support,
+)
 from xraygpt.models.vision_encoders import LayerNormFp32, build_vision_encoder
 
 log = logging.getLogger(__name__)
@@ -100,6 +106,10 @@ class MiniGPT4Config:
     freeze_llm: bool = True
     low_resource: bool = False  # LLM in 8-bit on GPU device_8bit, ViT kept on the CPU
     device_8bit: int = 0
+    # LoRA adapters on the LLM (keys of xraygpt.models.lora.LoraSettings: r, alpha, dropout,
+    # target_modules, quantize_4bit); null = none. With adapters the LLM's own weights stay
+    # frozen (freeze_llm: true) and llama_proj + the adapters train, as in LLaVA-Rad.
+    lora: dict[str, Any] | None = None
     # text
     prompt_path: str = ""
     prompt_template: str = ""
@@ -181,6 +191,7 @@ class MiniGPT4(nn.Module):
         self.freeze_qformer = bool(cfg.freeze_qformer)
         self.freeze_llm = bool(cfg.freeze_llm)
         self.low_resource = bool(cfg.low_resource)
+        self.lora = self._lora_settings(cfg)
         self.max_txt_len = int(cfg.max_txt_len)
         self.end_sym = str(cfg.end_sym)
         if not self.end_sym:
@@ -283,11 +294,25 @@ class MiniGPT4(nn.Module):
                     "model.llama_config overrides a preset; it cannot change a pretrained "
                     f"LLM loaded from model.llama_model={cfg.llama_model}"
                 )
-            llm = load_pretrained_llm(folder, dtype, self.low_resource, int(cfg.device_8bit))
+            if self.lora is not None and self.lora.quantize_4bit:
+                log.info("loading the LLM from %s in 4-bit NF4 (QLoRA)", folder)
+                llm = LlamaForCausalLM.from_pretrained(
+                    str(folder),
+                    dtype=dtype,
+                    local_files_only=True,
+                    **quantized_load_kwargs(self.lora, compute_dtype=dtype),
+                )
+            else:
+                llm = load_pretrained_llm(folder, dtype, self.low_resource, int(cfg.device_8bit))
             source, pretrained = str(folder), True
         else:
             if self.low_resource and not meta:
                 raise ValueError("model.low_resource=true needs a pretrained model.llama_model")
+            if self.lora is not None and self.lora.quantize_4bit and not meta:
+                raise ValueError(
+                    "model.lora.quantize_4bit=true needs a pretrained model.llama_model: a "
+                    "randomly initialised LLM is not quantized"
+                )
             if folder is not None:
                 config = folder_config(folder)
                 source = f"{folder} (architecture only)"
@@ -308,7 +333,29 @@ class MiniGPT4(nn.Module):
                 f"the tokenizer ({tok_path}) has {len(tokenizer)} tokens but the LLM's "
                 f"vocabulary holds {llm.config.vocab_size}: they do not belong together"
             )
+        if self.lora is not None:
+            llm = apply_lora(llm, self.lora, "model.lora")
+            source += f" + LoRA r={self.lora.r} on {', '.join(self.lora.target_modules)}"
         return tokenizer, llm, source, pretrained
+
+    @staticmethod
+    def _lora_settings(cfg: DictConfig) -> LoraSettings | None:
+        if cfg.lora is None:
+            return None
+        settings = LoraSettings.from_mapping(cfg.lora, "model.lora")
+        if not cfg.freeze_llm:
+            raise ValueError(
+                "model.lora is set with freeze_llm=false: LoRA trains adapters on a frozen "
+                "LLM; set model.freeze_llm=true (or model.lora=null for full fine-tuning)"
+            )
+        if settings.quantize_4bit:
+            if cfg.low_resource:
+                raise ValueError(
+                    "model.lora.quantize_4bit=true and model.low_resource=true both quantize "
+                    "the LLM (4-bit vs 8-bit): choose one"
+                )
+            require_qlora_support("model.lora.quantize_4bit")
+        return settings
 
     @staticmethod
     def _load_prompts(cfg: DictConfig) -> list[str]:
@@ -333,7 +380,8 @@ class MiniGPT4(nn.Module):
             frozen += [self.visual_encoder, self.ln_vision]
         if self.freeze_qformer:
             frozen.append(self.Qformer)
-        if self.freeze_llm:
+        if self.freeze_llm and self.lora is None:
+            # With adapters the LLM stays in train mode (LoRA dropout); peft froze its base.
             frozen.append(self.llama_model)
         return frozen
 

@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+import xraygpt.train.fsdp as fsdp
 from xraygpt.common import dist
 from xraygpt.common.config import Config, ConfigError
 from xraygpt.common.io import atomic_write_text, load_checkpoint
@@ -102,6 +103,7 @@ class RunnerBase:
         self.device = device if device is not None else dist.init_distributed(self.run_cfg.device)
         self.output_dir = Path(cfg.output_dir)
         self._loader_factory = loader_factory
+        self.fsdp = bool(self.run_cfg.fsdp)  # FSDP2 sharding instead of DDP (train/fsdp.py)
         self._check_run_config()
 
     # ------------------------------------------------------------------ set-up
@@ -161,8 +163,16 @@ class RunnerBase:
             self.model.to(self.device)
         else:
             log.info("the model placed itself on %s: not moved", ", ".join(sorted(placed)))
+        if self.fsdp:
+            self.model = fsdp.shard_model(
+                self.model,
+                self.device,
+                list(run.fsdp_layer_classes),
+                mixed_precision=run.fsdp_mixed_precision,
+                activation_checkpointing=run.fsdp_activation_checkpointing,
+            )
         # Wrapped after the model froze its parts: DDP syncs only what has requires_grad.
-        if self.world_size > 1:
+        elif self.world_size > 1:
             self.model = DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -171,6 +181,8 @@ class RunnerBase:
         sched_cls = registry.get_lr_scheduler_class(run.lr_sched)
         self.lr_sched = sched_cls.from_config(self.optimizer, run)
         self.precision: Precision = resolve_precision(self.device, run.amp, run.amp_dtype)
+        if self.fsdp:  # FSDP's own mixed precision policy replaces autocast
+            self.precision = Precision(self.device.type, None, None)
         log.info(
             "training on %s x %d process(es), %s; %d epochs x %d iterations, batch %d per process",
             self.device,
@@ -213,24 +225,33 @@ class RunnerBase:
             return Path(run.resume_ckpt_path)
         if run.resume == "auto":
             # Rank 0 decides, so that every rank resumes from the same file.
-            found = find_latest_checkpoint(self.output_dir) if self.is_main else None
+            found = self._find_latest() if self.is_main else None
             found = _broadcast_object(found)
             if found is None:
                 log.info("run.resume=auto: no checkpoint in %s, starting afresh", self.output_dir)
             return found
         return None
 
+    def _find_latest(self) -> Path | None:
+        if self.fsdp:
+            return fsdp.find_latest(self.output_dir)
+        return find_latest_checkpoint(self.output_dir)
+
     def _load(self, path: Path) -> int:
         """Restore the state saved in ``path``; returns the global iteration to start at."""
-        ckpt = load_checkpoint(path, "run.resume checkpoint")
-        missing = [k for k in ("model", "optimizer", "lr_sched", "step") if k not in ckpt]
-        if missing:
-            raise ValueError(
-                f"{path} is not a training checkpoint of this runner (no {', '.join(missing)}); "
-                f"to start from weights only, use model.ckpt instead"
-            )
-        load_trainable_state_dict(self.unwrapped_model, ckpt["model"], str(path))
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.fsdp:
+            # model and optimizer are restored shard by shard, on any world size
+            ckpt = fsdp.load_sharded(self.model, self.optimizer, path)
+        else:
+            ckpt = load_checkpoint(path, "run.resume checkpoint")
+            missing = [k for k in ("model", "optimizer", "lr_sched", "step") if k not in ckpt]
+            if missing:
+                raise ValueError(
+                    f"{path} is not a training checkpoint of this runner (no "
+                    f"{', '.join(missing)}); to start from weights only, use model.ckpt instead"
+                )
+            load_trainable_state_dict(self.unwrapped_model, ckpt["model"], str(path))
+            self.optimizer.load_state_dict(ckpt["optimizer"])
         self.lr_sched.load_state_dict(ckpt["lr_sched"])
         if self.precision.scaler is not None and ckpt.get("scaler"):
             self.precision.scaler.load_state_dict(ckpt["scaler"])
@@ -267,6 +288,19 @@ class RunnerBase:
     def _save(self, step: int) -> None:
         """Checkpoint after ``step`` global iterations (all ranks call; rank 0 writes)."""
         rng = dist.all_gather_objects(capture_rng_state())
+        if self.fsdp:
+            meta = {
+                "lr_sched": self.lr_sched.state_dict(),
+                "epoch": (step - 1) // self.run_cfg.iters_per_epoch,
+                "step": step,
+                "world_size": self.world_size,
+                "rng": rng,
+                "config": self.cfg.to_dict(),
+            }
+            keep = self.run_cfg.keep_last_checkpoints
+            path = fsdp.save_sharded(self.model, self.optimizer, meta, self.output_dir, step, keep)
+            log.info("saved %s", path)
+            return
         if self.is_main:
             state = {
                 "model": trainable_state_dict(self.unwrapped_model),
@@ -292,9 +326,7 @@ class RunnerBase:
         resume = self._resume_path()
         if resume is not None:
             start_step = self._load(resume)
-        elif _broadcast_object(
-            self.is_main and find_latest_checkpoint(self.output_dir) is not None
-        ):
+        elif _broadcast_object(self.is_main and self._find_latest() is not None):
             # Starting afresh here would mix two runs' checkpoints and prune the wrong ones.
             raise FileExistsError(
                 f"{self.output_dir} already holds checkpoints of an earlier run: continue it "
@@ -412,6 +444,9 @@ class RunnerBase:
         accum = self.run_cfg.accum_grad_iters
         # Only the last micro-step of a window all-reduces the gradients.
         no_sync = self.world_size > 1 and not last_micro
+        if self.fsdp:
+            fsdp.set_gradient_sync(self.model, last_micro)
+            no_sync = False
         with self.model.no_sync() if no_sync else nullcontext():
             with self.precision.autocast():
                 loss = self.task.train_step(self.model, samples)["loss"]
@@ -431,7 +466,7 @@ class RunnerBase:
         if scaler is not None:
             scaler.unscale_(self.optimizer)
         max_norm = self.run_cfg.grad_clip if self.run_cfg.grad_clip else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = fsdp.full_norm(torch.nn.utils.clip_grad_norm_(params, max_norm))
         if scaler is not None:
             scale = scaler.get_scale()
             scaler.step(self.optimizer)

@@ -192,6 +192,11 @@ def check_datasets(out: Checklist, cfg: Any, sample_images: int) -> None:
                 f"fix datasets.{name} in the config",
             )
             continue
+        if hasattr(builder, "conversation_files"):  # text only: files of conversations
+            from xraygpt.tools.validate.conversation_checks import check_conversation_files
+
+            check_conversation_files(out, name, builder, needed)
+            continue
         _check_processors(out, name, builder, image_size)
         if builder.config.get("data_type") == "wds":
             _check_shards(out, name, builder)

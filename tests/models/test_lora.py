@@ -1,0 +1,162 @@
+"""LoRA through peft: settings, target checks, QLoRA's errors, mini_gpt4 with adapters."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from xraygpt.models import lora
+from xraygpt.models.lora import LoraSettings, apply_lora, linear_layer_names
+from xraygpt.models.mini_gpt4 import MiniGPT4
+
+LLAMA_LINEARS = [
+    "down_proj",
+    "gate_proj",
+    "k_proj",
+    "lm_head",
+    "o_proj",
+    "q_proj",
+    "up_proj",
+    "v_proj",
+]
+FROZEN_ENCODERS = {"freeze_vit": True, "freeze_qformer": True, "freeze_llm": True}
+
+
+def tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )
+    return LlamaForCausalLM(config)
+
+
+def test_settings_defaults_are_fastchats_recipe_and_unknown_keys_fail():
+    settings = LoraSettings.from_mapping({})
+    assert (settings.r, settings.alpha, settings.dropout) == (8, 16, 0.05)
+    assert settings.target_modules == ["q_proj", "v_proj"] and not settings.quantize_4bit
+    assert LoraSettings.from_mapping({"target_modules": "all-linear"}).target_modules == [
+        "all-linear"
+    ]
+    with pytest.raises(ValueError, match=r"model.lora: unknown key\(s\) \['rank'\]"):
+        LoraSettings.from_mapping({"rank": 4}, "model.lora")
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        LoraSettings(r=0)
+
+
+def test_unknown_target_module_lists_the_models_linear_layers():
+    model = tiny_llama()
+    assert linear_layer_names(model) == LLAMA_LINEARS
+    with pytest.raises(ValueError) as err:
+        apply_lora(model, LoraSettings(target_modules=["q_proj", "qkv_proj"]))
+    message = str(err.value)
+    assert "['qkv_proj'] are not linear layers" in message
+    assert str(LLAMA_LINEARS) in message
+
+
+def test_adapters_train_and_the_base_stays_frozen():
+    model = apply_lora(tiny_llama(), LoraSettings(r=4, alpha=8, dropout=0.0))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert sum("q_proj" in n for n in trainable) == 4  # A and B in each of 2 layers
+    assert not any("k_proj" in n for n in trainable)
+    ids = torch.randint(0, 64, (2, 6))
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
+    assert lora.is_lora_model(model)
+
+
+def test_all_linear_leaves_the_output_head_alone():
+    model = apply_lora(tiny_llama(), LoraSettings(target_modules=["all-linear"]))
+    adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters()}
+    assert {"q_proj", "down_proj", "gate_proj"} <= adapted and "lm_head" not in adapted
+
+
+def test_merged_model_computes_what_the_adapter_model_computes():
+    model = apply_lora(tiny_llama(), LoraSettings(r=4, dropout=0.0))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero: make the adapters do something
+                param.normal_(std=0.5)
+    model.eval()
+    ids = torch.randint(0, 64, (1, 7))
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+        merged = lora.merged_copy(model)
+        assert type(merged) is LlamaForCausalLM
+        assert not any("lora" in n for n, _ in merged.named_parameters())
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_qlora_without_cuda_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    settings = LoraSettings(quantize_4bit=True)
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU; none is available"):
+        lora.quantized_load_kwargs(settings)
+    with pytest.raises(RuntimeError, match="lora.quantize_4bit=true .QLoRA."):
+        apply_lora(tiny_llama(), settings)
+    with pytest.raises(RuntimeError, match="model.lora.quantize_4bit=true .QLoRA.*CUDA"):
+        MiniGPT4(
+            MiniGPT4.default_config("tiny", {**FROZEN_ENCODERS, "lora": {"quantize_4bit": True}})
+        )
+
+
+def test_qlora_without_bitsandbytes_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name)
+    )
+    with pytest.raises(RuntimeError, match="needs bitsandbytes, which is not installed"):
+        lora.quantized_load_kwargs(LoraSettings(quantize_4bit=True))
+
+
+def test_mini_gpt4_with_adapters_trains_llama_proj_and_the_adapters(make_model, images):
+    model = make_model(**FROZEN_ENCODERS, lora={"r": 4, "target_modules": ["q_proj", "v_proj"]})
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {"llama_proj.weight", "llama_proj.bias"} <= trainable
+    adapters = trainable - {"llama_proj.weight", "llama_proj.bias"}
+    assert len(adapters) == 8 and all(".lora_" in n for n in adapters)
+    model.train()
+    assert model.llama_model.training and not model.visual_encoder.training  # LoRA dropout on
+    loss = model({"image": images, "caption": ["a clear chest", "no effusion", "normal"]})["loss"]
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if n in trainable)
+    # the checkpoint holds exactly what trains: nothing frozen
+    assert set(model.trainable_state_dict()) == trainable
+
+
+def test_mini_gpt4_lora_config_errors(make_model):
+    with pytest.raises(ValueError, match="freeze_llm=false"):
+        make_model(freeze_llm=False, lora={})
+    with pytest.raises(ValueError, match=r"model.lora.target_modules: \['query'\]"):
+        make_model(**FROZEN_ENCODERS, lora={"target_modules": ["query"]})
+
+
+def test_mini_gpt4_adapter_checkpoint_loads_by_config(make_model, images, tmp_path):
+    """What test.py and the demo do: build from the config, whose ``ckpt`` names the file."""
+    options = {**FROZEN_ENCODERS, "lora": {"r": 4, "dropout": 0.0}}
+    trained = make_model(**options)
+    with torch.no_grad():
+        for param in trained.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.3)
+    path = tmp_path / "checkpoint_last.pth"
+    torch.save({"model": trained.trainable_state_dict(), "step": 1}, path)
+    trained.eval()
+    prompt = "<Img><ImageHere></Img> Describe the image."
+    expected = trained.generate(images[:1], prompt, max_new_tokens=8)
+
+    # the same seed: the same frozen parts and initial adapters; only the file differs
+    fresh = make_model(**options).eval()
+    assert fresh.generate(images[:1], prompt, max_new_tokens=8) != expected
+    loaded = make_model(**options, ckpt=str(path)).eval()
+    assert loaded.generate(images[:1], prompt, max_new_tokens=8) == expected
+    for name, value in trained.trainable_state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name

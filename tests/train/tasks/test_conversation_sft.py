@@ -1,0 +1,232 @@
+"""conversation_sft: the task, the causal_lm model (full and LoRA), a short run, the tiny SFT."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from xraygpt.common.config import REPO_ROOT, Config, ConfigError
+from xraygpt.common.constants import IGNORE_INDEX
+from xraygpt.common.registry import registry
+from xraygpt.data.caption_dataset import collate
+from xraygpt.data.conversations import ConversationSFTDataset
+from xraygpt.models.causal_lm import CausalLM
+from xraygpt.models.llm import TINY_TOKENIZER_DIR
+from xraygpt.train.tasks.conversation_sft import evaluate_answer_loss, sft_batch
+
+SMALL_LLM = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
+
+
+def conversation(i):
+    return {
+        "id": f"c{i}",
+        "conversations": [
+            {"from": "human", "value": "Describe the given chest x-ray image in detail."},
+            {"from": "gpt", "value": f"Findings: study {i}. No pleural effusion."},
+            {"from": "human", "value": "Is there a pneumothorax?"},
+            {"from": "gpt", "value": "No, there is no pneumothorax." if i % 2 else "Yes."},
+        ],
+    }
+
+
+@pytest.fixture
+def files(tmp_path):
+    train = tmp_path / "train.json"
+    val = tmp_path / "val.json"
+    train.write_text(json.dumps([conversation(i) for i in range(24)]))
+    val.write_text(json.dumps([conversation(i) for i in range(100, 104)]))
+    return train, val
+
+
+def options(files, out, *extra):
+    train, val = files
+    return [
+        f"datasets.conversations.files=[{{path: {train}}}, {{path: {val}, split: val}}]",
+        f"model.tokenizer={TINY_TOKENIZER_DIR}",
+        "model.ckpt=",
+        f"model.llama_config={json.dumps(SMALL_LLM)}",
+        "run.device=cpu",
+        f"run.output_dir={out}",
+        *extra,
+    ]
+
+
+def job(files, out, *extra):
+    cfg = Config(REPO_ROOT / "train_configs/xraygpt_tiny_sft.yaml", options(files, out, *extra))
+    task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    return cfg, task
+
+
+def test_task_builds_tokenised_datasets_and_a_lora_model(files, tmp_path):
+    cfg, task = job(files, tmp_path)
+    datasets = task.build_datasets(cfg)
+    train = datasets["conversations"]["train"]
+    assert isinstance(train, ConversationSFTDataset) and train.packing
+    assert train.stats.conversations == 24 and len(train) < 24  # packed rows
+    model = task.build_model(cfg)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    samples = collate([train[i] for i in range(2)])
+    loss = task.train_step(model, samples)["loss"]
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [n for n, p in model.named_parameters() if p.grad is not None]
+    assert set(grads) == set(trainable)
+
+
+def test_loss_is_the_mean_over_answer_tokens(files, tmp_path):
+    cfg, task = job(files, tmp_path, "model.lora=null", "datasets.conversations.packing=false")
+    dataset = task.build_datasets(cfg)["conversations"]["val"]
+    torch.manual_seed(0)
+    model = task.build_model(cfg)
+    samples = collate([dataset[i] for i in range(3)])
+    batch = sft_batch(samples, model.llama_tokenizer.pad_token_id)
+    loss = task.train_step(model, samples)["loss"]
+    with torch.no_grad():
+        logits = model.llama_model(input_ids=batch["input_ids"], use_cache=False).logits
+    labels = batch["labels"][:, 1:]
+    manual = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX
+    )
+    assert torch.allclose(loss, manual, atol=1e-5)
+    assert float(evaluate_answer_loss(model, dataset)) == pytest.approx(
+        float(
+            sum(
+                task.train_step(model, collate([dataset[i]]))["loss"].item()
+                * int((dataset[i]["labels"][1:] != IGNORE_INDEX).sum())
+                for i in range(len(dataset))
+            )
+            / sum(
+                int((dataset[i]["labels"][1:] != IGNORE_INDEX).sum()) for i in range(len(dataset))
+            )
+        ),
+        rel=1e-4,
+    )
+
+
+def test_ckpt_loads_the_llm_of_a_stage_2_checkpoint(tmp_path):
+    torch.manual_seed(1)
+    cfg = CausalLM.default_config("tiny", {"llama_config": SMALL_LLM})
+    source = CausalLM.from_config(cfg)
+    # A mini_gpt4 checkpoint: its LLM under llama_model.*, next to other modules.
+    state = {f"llama_model.{k}": v for k, v in source.llama_model.state_dict().items()}
+    state["llama_proj.weight"] = torch.zeros(2, 2)
+    path = tmp_path / "stage2.pth"
+    torch.save({"model": state}, path)
+    torch.manual_seed(2)
+    loaded = CausalLM.from_config(
+        CausalLM.default_config("tiny", {"llama_config": SMALL_LLM, "ckpt": str(path)})
+    )
+    for key, value in source.llama_model.state_dict().items():
+        assert torch.equal(loaded.llama_model.state_dict()[key], value), key
+    torch.save({"model": {"llama_proj.weight": torch.zeros(2, 2)}}, path)
+    with pytest.raises(ValueError, match="holds no llama_model"):
+        CausalLM.from_config(
+            CausalLM.default_config("tiny", {"llama_config": SMALL_LLM, "ckpt": str(path)})
+        )
+    torch.save({"model": state}, path)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        CausalLM.from_config(
+            CausalLM.default_config(
+                "tiny", {"llama_config": {**SMALL_LLM, "hidden_size": 64}, "ckpt": str(path)}
+            )
+        )
+
+
+def test_config_errors(files, tmp_path):
+    with pytest.raises(ConfigError, match="lora_rank"):
+        Config(
+            REPO_ROOT / "train_configs/xraygpt_tiny_sft.yaml",
+            options(files, tmp_path, "model.lora_rank=4"),
+        )
+    cfg, task = job(files, tmp_path, "model.lora.target_modules=[qq_proj]")
+    with pytest.raises(ValueError, match="q_proj"):  # lists the LLM's linear layers
+        task.build_model(cfg)
+    cfg = Config(
+        user_config={
+            "model": {"arch": "mini_gpt4", "model_type": "tiny"},
+            "run": {"task": "conversation_sft"},
+        }
+    )
+    with pytest.raises(ConfigError, match="causal_lm"):
+        registry.get_task_class("conversation_sft").setup_task(cfg).build_model(cfg)
+
+
+def test_a_short_run_lowers_the_loss_and_saves_only_adapters(files, tmp_path, caplog):
+    from xraygpt.common.io import load_checkpoint
+    from xraygpt.train.runner import RunnerBase
+
+    cfg, task = job(
+        files,
+        tmp_path,
+        "run.iters_per_epoch=10",
+        "run.max_epoch=2",
+        "run.log_freq=10",
+        "run.warmup_steps=2",
+        "run.init_lr=1e-2",
+        "run.amp=false",
+    )
+    torch.manual_seed(0)
+    datasets = task.build_datasets(cfg)
+    model = task.build_model(cfg)
+    val = datasets["conversations"]["val"]
+    before = evaluate_answer_loss(model, val)
+    with caplog.at_level("INFO", logger="xraygpt.train.tasks.conversation_sft"):
+        RunnerBase(cfg, task, model, datasets, device=torch.device("cpu")).train()
+    after = evaluate_answer_loss(model, val)
+    assert after < before - 0.2  # LoRA on a random LLM learns slowly; 0.47 seen
+    assert sum("truncated to max_length" in r.getMessage() for r in caplog.records) == 2
+    out = cfg.output_dir
+    ckpt = load_checkpoint(out / "checkpoint_last.pth")
+    assert ckpt["model"] and all("lora_" in k for k in ckpt["model"])
+    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+
+
+@pytest.mark.slow
+def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path):
+    """From phantom reports to conversations, train.py, then the held-out loss before/after."""
+    data = make_phantom(400)
+    env_cmd = [sys.executable, "-m", "xraygpt.tools.conversations"]
+    paths = {}
+    for split in ("train", "val"):
+        paths[split] = tmp_path / f"phantom_{split}.json"
+        subprocess.run(
+            [*env_cmd, "from-reports", "--annotations", str(data / "filter_cap.json")]
+            + ["--split", split, "--out", str(paths[split]), "--no-progress"],
+            cwd=REPO_ROOT,
+            check=True,
+            env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(REPO_ROOT)},
+        )
+    opts = [
+        f"datasets.conversations.files=[{{path: {paths['train']}}}, "
+        f"{{path: {paths['val']}, split: val}}]",
+        f"model.tokenizer={data / 'tokenizer'}",
+        "model.ckpt=",  # random init: the quickstart's stage-2 LLM is not made here
+        "run.device=cpu",
+        f"run.output_dir={tmp_path / 'out'}",
+        "run.iters_per_epoch=60",
+    ]
+    cfg_path = str(REPO_ROOT / "train_configs/xraygpt_tiny_sft.yaml")
+    env = {"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run(
+        [sys.executable, str(REPO_ROOT / "train.py"), "--cfg-path", cfg_path, "--options", *opts],
+        cwd=REPO_ROOT,
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    ckpt = tmp_path / "out" / "xraygpt_tiny_sft" / "checkpoint_last.pth"
+    done = subprocess.run(
+        [*env_cmd, "loss", "--cfg-path", cfg_path, "--ckpt", str(ckpt), "--options", *opts],
+        cwd=REPO_ROOT,
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    losses = json.loads(done.stdout)["assistant_token_loss_nats"]
+    print(losses)  # the figures of the report (pytest -s)
+    assert losses["conversations/val tuned"] < losses["conversations/val untuned"] - 1.0

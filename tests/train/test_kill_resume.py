@@ -1,0 +1,176 @@
+"""torchrun x 2 on the CPU, killed with SIGKILL mid-run and resumed: the same trained weights.
+
+Two ways of training the LLM: LoRA adapters under DDP (``model.lora``, ``.pth``
+checkpoints of llama_proj + adapters) and full fine-tuning under FSDP2
+(``run.fsdp``, sharded ``torch.distributed.checkpoint`` folders; this torch
+runs FSDP2 on the CPU with gloo).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+from xraygpt.common.config import REPO_ROOT
+from xraygpt.common.io import load_checkpoint
+from xraygpt.train import fsdp
+
+CONFIG = """\
+model:
+  arch: mini_gpt4
+  model_type: tiny
+  image_size: 64
+  vision_config: {{embed_dim: 32, depth: 1, num_heads: 2, patch_size: 16}}
+  num_query_token: 4
+  qformer_config: {{hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2,
+                   intermediate_size: 64}}
+  llama_config: {{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
+                 num_attention_heads: 2}}
+  freeze_vit: true
+  freeze_qformer: true
+  max_txt_len: 24
+{model}
+datasets:
+  openi:
+    build_info: {{storage: {data}}}
+    vis_processor:
+      train: {{name: blip2_image_train, image_size: 64}}
+      eval: {{name: blip2_image_eval, image_size: 64}}
+run:
+  device: cpu
+  output_dir: {out}
+  init_lr: 1.0e-3
+  min_lr: 1.0e-4
+  warmup_steps: 2
+  max_epoch: 2
+  iters_per_epoch: {iters}
+  batch_size_train: 2
+  num_workers: 0
+  log_freq: 2
+  save_every_iters: 2
+  keep_last_checkpoints: 2
+{run}
+"""
+LORA = (
+    "  freeze_llm: true\n  lora: {r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj]}"
+)
+FULL = "  freeze_llm: false"
+ITERS = 6
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+
+
+def torchrun(cfg: Path, nproc: int, *options: str) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(nproc), str(REPO_ROOT / "train.py"), "--cfg-path", str(cfg)]
+    return cmd + ["--options", *options]
+
+
+def run(cmd: list[str]) -> None:
+    done = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def run_and_kill(cmd: list[str], marker: Path) -> None:
+    """Start ``cmd``; SIGKILL torchrun and its workers once ``marker`` exists."""
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO_ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the workers die with it
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None, "the run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def write_config(tmp_path: Path, data: Path, model: str, run_extra: str = "") -> Path:
+    cfg = tmp_path / "cfg.yaml"
+    text = CONFIG.format(data=data, out=tmp_path / "out", iters=ITERS, model=model, run=run_extra)
+    cfg.write_text(text)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def phantom(make_phantom) -> Path:
+    return make_phantom(24)
+
+
+@pytest.mark.slow
+def test_lora_under_ddp_killed_and_resumed(tmp_path, phantom):
+    cfg = write_config(tmp_path, phantom, LORA)
+    full_dir, killed_dir = tmp_path / "out" / "full", tmp_path / "out" / "killed"
+    run(torchrun(cfg, 2, "run.job_name=full"))
+    run_and_kill(torchrun(cfg, 2, "run.job_name=killed"), killed_dir / "checkpoint_last.pth")
+    at_kill = load_checkpoint(killed_dir / "checkpoint_last.pth")["step"]
+    assert 0 < at_kill < 2 * ITERS
+    run(torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"))
+
+    full = load_checkpoint(full_dir / "checkpoint_last.pth")
+    resumed = load_checkpoint(killed_dir / "checkpoint_last.pth")
+    assert full["step"] == resumed["step"] == 2 * ITERS and full["world_size"] == 2
+    # llama_proj and the adapters, nothing frozen
+    adapters = [k for k in full["model"] if ".lora_" in k]
+    assert set(full["model"]) - set(adapters) == {"llama_proj.weight", "llama_proj.bias"}
+    assert len(adapters) == 8
+    for name, value in full["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
+    assert any(v.abs().sum() > 0 for k, v in full["model"].items() if "lora_B" in k)
+
+
+def consolidated(folder: Path, tmp_path: Path) -> dict:
+    out = tmp_path / f"{folder.parent.name}_{folder.name}.pth"
+    dcp_to_torch_save(folder, out)
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.slow
+def test_fsdp_full_fine_tuning_killed_and_resumed_also_on_another_world_size(tmp_path, phantom):
+    cfg = write_config(tmp_path, phantom, FULL, "  fsdp: true")
+    full_dir, killed_dir = tmp_path / "out" / "full", tmp_path / "out" / "killed"
+    run(torchrun(cfg, 2, "run.job_name=full"))
+    run_and_kill(torchrun(cfg, 2, "run.job_name=killed"), killed_dir / fsdp.LAST_NAME)
+    at_kill = load_checkpoint(fsdp.find_latest(killed_dir) / fsdp.META_NAME)["step"]
+    assert 0 < at_kill < 2 * ITERS
+    shutil.copytree(killed_dir, tmp_path / "out" / "one")  # to resume on 1 process
+    run(torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"))
+
+    full = consolidated(fsdp.find_latest(full_dir), tmp_path)
+    resumed = consolidated(fsdp.find_latest(killed_dir), tmp_path)
+    assert fsdp.find_latest(full_dir).name == f"checkpoint_{2 * ITERS}"
+    assert fsdp.find_latest(killed_dir).name == f"checkpoint_{2 * ITERS}"
+    assert any(k.startswith("llama_model.model.layers.") for k in full["model"])
+    assert not any(k.startswith(("visual_encoder.", "Qformer.")) for k in full["model"])
+    for name, value in full["model"].items():
+        assert torch.equal(resumed["model"][name], value), name
+    for key, value in full["optimizer"].items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(resumed["optimizer"][key], value), key
+
+    # the 2-process shards, resharded for 1 process: the run continues to the end
+    run(torchrun(cfg, 1, "run.job_name=one", "run.resume=auto"))
+    one_meta = load_checkpoint(fsdp.find_latest(tmp_path / "out" / "one") / fsdp.META_NAME)
+    assert one_meta["step"] == 2 * ITERS and one_meta["world_size"] == 1

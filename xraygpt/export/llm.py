@@ -1,0 +1,151 @@
+"""``python -m xraygpt.export llm``: the trained LLM as a plain transformers folder.
+
+    python -m xraygpt.export llm --cfg-path <the training config> \\
+        --ckpt output/<job>/checkpoint_last.pth --out <folder>
+
+Builds the model of the config (``causal_lm`` or ``mini_gpt4``), loads the
+training checkpoint (a runner ``.pth`` file, or an FSDP ``checkpoint_<step>/``
+folder), merges LoRA adapters into the weights, and writes ``config.json``,
+safetensors shards, the tokenizer and ``generation_config.json``: a folder
+``LlamaForCausalLM.from_pretrained`` reads with no peft, and that
+``model.llama_model: <folder>`` takes in the XrayGPT image stages.
+
+Adapters trained on 4-bit base weights (QLoRA) are merged into the base in
+``model.llm_dtype`` (the base folder's full-precision weights), as usual for QLoRA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXPORT_INFO = "xraygpt_export.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cfg-path", required=True, help="the YAML config the checkpoint was trained with"
+    )
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="a training checkpoint: checkpoint_<step>.pth / checkpoint_last.pth, or an FSDP "
+        "checkpoint_<step>/ folder",
+    )
+    parser.add_argument("--out", required=True, help="the folder to write (must not exist)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="dtype of the written weights (float16, bfloat16, float32); default: the model's",
+    )
+    parser.add_argument(
+        "--max-shard-size", default="2GB", help="largest safetensors shard (default 2GB)"
+    )
+    parser.add_argument(
+        "--options",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values, as for train.py",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export; returns the process exit code (0 on success)."""
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"--out {out} exists and is not empty: name a new folder")
+    llm, tokenizer, info = load_trained_llm(
+        args.cfg_path, args.ckpt, list(args.options or []), args.dtype
+    )
+    write_folder(llm, tokenizer, out, str(args.max_shard_size), info)
+    print(f"wrote {out} ({info['parameters'] / 1e6:.2f} M parameters, {info['dtype']})")
+    return 0
+
+
+def load_trained_llm(
+    cfg_path: str | Path, ckpt: str | Path, options: list[str], dtype: str | None = None
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(the merged ``LlamaForCausalLM``, its tokenizer, provenance) of a training checkpoint."""
+    import xraygpt.train.fsdp as fsdp
+    from xraygpt.common.config import Config
+    from xraygpt.common.io import load_checkpoint
+    from xraygpt.common.registry import registry
+    from xraygpt.models.llm import parse_dtype
+    from xraygpt.models.lora import is_lora_model, merged_copy
+    from xraygpt.train.checkpoint import load_trainable_state_dict
+
+    cfg = Config(str(cfg_path), options)
+    model_cfg = cfg.model_cfg
+    lora = model_cfg.get("lora")
+    if lora is not None and lora.get("quantize_4bit"):
+        log.info("model.lora.quantize_4bit ignored: adapters merge into full-precision weights")
+        model_cfg.lora.quantize_4bit = False
+    model = registry.get_model_class(model_cfg.arch).from_config(model_cfg)
+    for name in ("llama_model", "llama_tokenizer"):
+        if not hasattr(model, name):
+            raise ValueError(
+                f"model.arch={model_cfg.arch} has no {name}: export llm takes a model that "
+                f"trains an LLM (causal_lm, mini_gpt4)"
+            )
+    frozen = [n for n, p in model.llama_model.named_parameters() if not p.requires_grad]
+    if frozen and not model_cfg.get("llama_model") and not model_cfg.get("ckpt"):
+        # A training checkpoint holds the trained tensors only; the frozen base must come
+        # from files, or the exported LLM would pair the adapters with another random base.
+        raise ValueError(
+            f"{cfg_path}: the LLM's frozen weights ({len(frozen)} tensors, e.g. {frozen[0]}) "
+            f"were randomly initialised (model.llama_model and model.ckpt are empty), and a "
+            f"training checkpoint does not hold them: export needs the base they were "
+            f"trained on (model.llama_model or model.ckpt)"
+        )
+    ckpt = Path(ckpt)
+    if fsdp.is_sharded_checkpoint(ckpt):
+        fsdp.load_sharded(model, None, ckpt)
+    else:
+        state = load_checkpoint(ckpt, "--ckpt")
+        if "model" not in state:
+            raise ValueError(f"--ckpt {ckpt} has no 'model' entry: not a training checkpoint")
+        load_trainable_state_dict(model, state["model"], str(ckpt))
+    llm = model.llama_model
+    had_lora = is_lora_model(llm)
+    llm = merged_copy(llm)
+    if dtype is not None:
+        llm = llm.to(parse_dtype(dtype, "--dtype"))
+    info = {
+        "config": str(cfg_path),
+        "checkpoint": str(ckpt),
+        "lora_merged": had_lora,
+        "dtype": str(next(llm.parameters()).dtype).removeprefix("torch."),
+        "parameters": sum(p.numel() for p in llm.parameters()),
+    }
+    return llm, model.llama_tokenizer, info
+
+
+def write_folder(llm: Any, tokenizer: Any, out: Path, max_shard_size: str, info: dict) -> None:
+    """Write the folder under a temporary name, then rename it: complete or absent."""
+    from transformers import GenerationConfig
+
+    from xraygpt.common.io import atomic_write_text
+
+    # Greedy by default, stopping at eos; the project's code sets its own options anyway.
+    llm.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    llm.config.use_cache = True
+    partial = out.with_name(f".{out.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    llm.save_pretrained(str(partial), max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(str(partial))
+    atomic_write_text(json.dumps(info, indent=2) + "\n", partial / EXPORT_INFO)
+    if out.exists():
+        out.rmdir()  # empty, checked by run()
+    partial.rename(out)
