@@ -84,6 +84,7 @@ class RunConfig:
     length_penalty: float = 1.0
     nn_baseline: bool = False
     meteor: bool = True  # METEOR needs Java and takes up to a minute to start
+    bootstrap: int = 1000  # resamples for the 95 % intervals of metrics.json; 0 = none
     # distributed: read from torchrun's environment; kept for the original configs
     distributed: bool = True
     world_size: int = 1

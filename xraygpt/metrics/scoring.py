@@ -95,6 +95,7 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"predictions file not found: {path}")
     records = []
+    first_line: dict[str, int] = {}  # image_id -> the line it first appeared on
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
@@ -112,6 +113,20 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
                     f"{where}: missing field(s) {', '.join(missing)}; every line needs "
                     f"{', '.join(REQUIRED_FIELDS)}"
                 )
+            if not isinstance(record["image_id"], str | int) or isinstance(
+                record["image_id"], bool
+            ):
+                raise PredictionsError(
+                    f"{where}: 'image_id' must be a string, got {record['image_id']!r}"
+                )
+            image_id = str(record["image_id"])
+            if image_id in first_line:
+                raise PredictionsError(
+                    f"{where}: duplicate image_id {image_id!r} (first on line "
+                    f"{first_line[image_id]}); each image may appear once"
+                )
+            first_line[image_id] = lineno
+            record["image_id"] = image_id
             for key in ("generated", "reference"):
                 if not isinstance(record[key], str):
                     raise PredictionsError(

@@ -292,6 +292,10 @@ def evaluate_split(
             "so its reports change from run to run"
         )
     settings = GenerationSettings.from_run_config(run)
+    if int(run.bootstrap) < 0:
+        raise ConfigError(
+            f"run.bootstrap={run.bootstrap}: resamples must be >= 0 (0 = no intervals)"
+        )
     rank, world_size = dist.get_rank(), dist.get_world_size()
     started = time.perf_counter()
     local = generate_reports(
@@ -352,7 +356,13 @@ def evaluate_split(
     # Predictions first: should scoring fail, python -m xraygpt.evaluate can redo it.
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions = write_predictions(records, out_dir / "predictions.jsonl")
-    metrics = score_records(records, meteor=bool(run.meteor), run_info=run_info)
+    metrics = score_records(
+        records,
+        meteor=bool(run.meteor),
+        run_info=run_info,
+        bootstrap=int(run.bootstrap),
+        seed=int(run.seed),
+    )
     metrics["skipped"].update(baseline_skips)
     metrics_path = out_dir / "metrics.json"
     atomic_write_json(metrics, metrics_path)
