@@ -8,7 +8,7 @@
 The file is JSON lines with at least ``image_id``, ``generated`` and
 ``reference`` per line (optional ``baselines``: ``{name: report}``), as
 ``test.py`` writes it (see :mod:`xraygpt.metrics.scoring`). Writes
-``<out>/metrics.json`` (default: next to the predictions file) with 95 %
+``<out>/metrics.json`` and ``<out>/metrics.png`` (default: next to the predictions file) with 95 %
 bootstrap intervals (``--bootstrap N`` resamples, 0 = none) and prints the
 table. ``--compare`` scores the difference A - B of two systems over the
 images both files hold (paired bootstrap: interval and two-sided p-value) and
@@ -96,8 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics["skipped"]["METEOR"] = "needs Java, which --no-java turned off"
     out = out_dir / "metrics.json"
     atomic_write_json(metrics, out)
+    from xraygpt.eval.plots import plot_metrics
+
+    picture = plot_metrics(metrics, out_dir / "metrics.png")
     print(format_table(metrics))
-    print(f"metrics written to {out}")
+    print(f"metrics written to {out}, the per-observation picture to {picture}")
     return 0
 
 

@@ -270,7 +270,7 @@ def score_records(
                 "clinical_variants": scores["clinical_variants"],
             }
             if bootstrap:
-                baselines[name]["ci"] = _intervals(
+                baselines[name]["ci"], baselines[name]["ci_per_observation"] = _intervals(
                     [r["baselines"][name] for r in records],
                     references,
                     tokens,
@@ -296,7 +296,7 @@ def score_records(
         "clinical_variant_definitions": variant_definitions(),
     }
     if bootstrap:
-        metrics["ci"] = _intervals(
+        metrics["ci"], metrics["ci_per_observation"] = _intervals(
             [r["generated"] for r in records], references, tokens, model, bootstrap, seed
         )
         metrics["bootstrap"] = bootstrap_block(bootstrap, seed)
@@ -312,9 +312,16 @@ def _intervals(
     scores: Mapping[str, Any],
     resamples: int,
     seed: int,
-) -> dict[str, list[float]]:
+) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+    """The intervals of every metric, and of each observation's F1 per label set/mapping."""
     stats = boot.report_statistics(generated, references, tokens, *scores["labels"])
-    return boot.confidence_intervals(stats, resamples, seed)
+    everything = boot.confidence_intervals(stats, resamples, seed, per_observation=True)
+    per_observation: dict[str, dict[str, list[float]]] = {}
+    for key, interval in everything.items():
+        if "/" in key:
+            variant, obs = key.split("/", 1)
+            per_observation.setdefault(variant, {})[obs] = interval
+    return {k: v for k, v in everything.items() if "/" not in k}, per_observation
 
 
 # Table rows of the intervals: (row label, key in "ci")

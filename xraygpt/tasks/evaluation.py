@@ -12,7 +12,7 @@ For every dataset of the config and every split of ``run.test_splits``:
    image is replaced by the next readable one, which can then appear twice).
 4. Add the baselines (:mod:`xraygpt.metrics.baselines`) from the training
    split, score everything (:mod:`xraygpt.metrics.scoring`), write
-   ``predictions.jsonl`` and ``metrics.json`` to ``<run.output_dir>/<job>/``
+   ``predictions.jsonl``, ``metrics.json`` and ``metrics.png`` to ``<run.output_dir>/<job>/``
    (``<dataset>_<split>/`` inside it when the run has several dataset/split
    pairs) and print the table.
 
@@ -366,11 +366,17 @@ def evaluate_split(
     metrics["skipped"].update(baseline_skips)
     metrics_path = out_dir / "metrics.json"
     atomic_write_json(metrics, metrics_path)
+    from xraygpt.eval.plots import plot_metrics
+
+    picture = plot_metrics(metrics, out_dir / "metrics.png")
     speed = run_info["reports_per_second"]
     rate = f"{speed:.2f} reports/s" if speed else "rate unknown"
     print(f"\n== {name}/{split}: {len(records)} reports, {rate} ==")
     print(format_table(metrics))
-    print(f"predictions: {predictions}\nmetrics:     {metrics_path}", flush=True)
+    print(
+        f"predictions: {predictions}\nmetrics:     {metrics_path}\npicture:     {picture}",
+        flush=True,
+    )
     return metrics
 
 

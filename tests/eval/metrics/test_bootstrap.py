@@ -108,3 +108,14 @@ def test_copying_the_references_beats_a_shuffled_copy() -> None:
 def test_format_ci() -> None:
     assert boot.format_ci(0.5114, [0.4921, 0.53]) == "0.511 [0.492, 0.530]"
     assert boot.format_ci(0.5, None) == "0.500"
+
+
+def test_per_observation_f1_on_the_full_sample() -> None:
+    stats = stats_of(GEN, REFS)
+    values = boot.metric_values(stats, np.ones((1, stats.n)), per_observation=True)
+    variants = clinical_variants([label_report(t) for t in GEN], [label_report(t) for t in REFS])
+    for variant, per_obs in variants["per_observation"].items():
+        for obs, scores in per_obs.items():
+            assert values[f"{variant}/{obs}"][0] == pytest.approx(scores["f1"]), (variant, obs)
+    ci = boot.confidence_intervals(stats, resamples=50, seed=0, per_observation=True)
+    assert "ce5_uncertain1/Edema" in ci and "ROUGE-1" in ci

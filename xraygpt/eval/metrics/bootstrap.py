@@ -40,7 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from xraygpt.eval.metrics.ce_variants import AVERAGES, example_scores, pooled_scores, variant_counts
+from xraygpt.eval.metrics.ce_variants import (
+    AVERAGES,
+    LABEL_SETS,
+    example_scores,
+    pooled_scores,
+    variant_counts,
+)
 
 METHOD = (
     "percentile bootstrap over reports (seeded; the same resamples for the model and its "
@@ -147,8 +153,13 @@ def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
     )
 
 
-def metric_values(stats: ReportStats, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """Every metric under each row of ``weights`` (``(resamples, n)``, rows summing to n)."""
+def metric_values(
+    stats: ReportStats, weights: np.ndarray, per_observation: bool = False
+) -> dict[str, np.ndarray]:
+    """Every metric under each row of ``weights`` (``(resamples, n)``, rows summing to n).
+
+    ``per_observation``: also each observation's F1, as ``"ce14_uncertain0/Edema"``.
+    """
     total = weights.sum(1)
     out: dict[str, np.ndarray] = {
         name: weights @ values / total for name, values in stats.means.items()
@@ -163,6 +174,13 @@ def metric_values(stats: ReportStats, weights: np.ndarray) -> dict[str, np.ndarr
                 out[key] = weights @ example_scores(counts)[2] / total
             else:
                 out[key] = pooled_scores(summed, average)[2]
+        if per_observation:
+            tp, fp, fn = summed[..., 0], summed[..., 1], summed[..., 2]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # F1 = 2 tp / (2 tp + fp + fn), 0 when nothing is positive on either side
+                f1 = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+            for j, obs in enumerate(LABEL_SETS[label_set]):
+                out[f"{label_set}_uncertain{u}/{obs}"] = f1[:, j]
     return out
 
 
@@ -172,10 +190,15 @@ def point_values(stats: ReportStats) -> dict[str, float]:
 
 
 def confidence_intervals(
-    stats: ReportStats, resamples: int = 1000, seed: int = 0, level: float = 0.95
+    stats: ReportStats,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    per_observation: bool = False,
 ) -> dict[str, list[float]]:
     """``{metric: [low, high]}``, percentile bootstrap intervals."""
-    values = metric_values(stats, resample_weights(stats.n, resamples, seed))
+    weights = resample_weights(stats.n, resamples, seed)
+    values = metric_values(stats, weights, per_observation)
     tail = 100 * (1 - level) / 2
     return {k: [float(x) for x in np.percentile(v, [tail, 100 - tail])] for k, v in values.items()}
 
