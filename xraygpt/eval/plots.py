@@ -21,7 +21,8 @@ PER_OBSERVATION_VARIANT = "ce14_uncertain0"
 NLG_SHOWN = ("ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU-4", "METEOR")
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend; a clear error without matplotlib."""
     try:
         import matplotlib
     except ImportError as err:
@@ -55,7 +56,7 @@ def _error(value: float, interval: list[float] | None) -> tuple[float, float]:
 
 def plot_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
     """Per-observation F1 (with intervals) and headline NLG metrics of every system."""
-    plt = _pyplot()
+    plt = pyplot()
     systems = _systems(metrics)
     observations = list(metrics["clinical"]["per_observation"])
     nlg = [m for m in NLG_SHOWN if all(m in s["nlg"] for _, s in systems)]
