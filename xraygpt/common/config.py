@@ -67,6 +67,8 @@ class RunConfig:
     # logging and checkpoints
     log_freq: int = 50
     save_every_iters: int | None = None
+    tensorboard: bool = True  # scalars to <output_dir>/<job>/tb/ (rank 0)
+    wandb: dict[str, Any] | None = None  # {project: NAME, mode: offline|online}; needs wandb
     keep_last_checkpoints: int = 2
     resume_ckpt_path: str | None = None
     resume: str | None = None  # "auto": newest checkpoint in the output folder
