@@ -46,8 +46,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 
 def test_intervals_printed_and_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = write(tmp_path / "a.jsonl", REFS[1:] + REFS[:1])
-    code, out, _ = run(capsys, "--predictions", str(a), "--bootstrap", "100")
+    code, out, _ = run(capsys, "--predictions", str(a), "--bootstrap", "100", "--variants")
     assert code == 0
+    assert "ce5_uncertain1_macro_present" in out and "clinical_variant_definitions" in out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     low, high = metrics["ci"]["ROUGE-L"]
     assert f"{metrics['nlg']['ROUGE-L']:.3f} [{low:.3f}, {high:.3f}]" in out

@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
     parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also print every clinical-efficacy variant (all are in metrics.json)",
+    )
+    parser.add_argument(
         "--compare",
         default=None,
         metavar="B.jsonl",
@@ -100,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     picture = plot_metrics(metrics, out_dir / "metrics.png")
     print(format_table(metrics))
+    if args.variants:
+        from xraygpt.metrics.scoring import format_variant_table
+
+        print(format_variant_table(metrics))
     print(f"metrics written to {out}, the per-observation picture to {picture}")
     return 0
 

@@ -371,3 +371,21 @@ def format_table(metrics: Mapping[str, Any]) -> str:
     for metric, reason in metrics.get("skipped", {}).items():
         lines.append(f"{metric} skipped: {reason}")
     return "\n".join(lines)
+
+
+def format_variant_table(metrics: Mapping[str, Any]) -> str:
+    """Every clinical-efficacy variant's F1 (with its interval when there is one), per system."""
+    columns = ["model", *metrics.get("baselines", {})]
+    systems = [metrics, *metrics.get("baselines", {}).values()]
+    keys = list(metrics["clinical_variants"]["f1"])
+    width = max(14, *(len(c) for c in columns)) + (12 if "ci" in metrics else 0)
+    label_width = max(len(k) for k in keys) + 2
+    lines = [f"{'CE variant (F1)':{label_width}s}" + "".join(f"{c:>{width + 2}s}" for c in columns)]
+    for key in keys:
+        cells = "".join(
+            f"{boot.format_ci(s['clinical_variants']['f1'][key], (s.get('ci') or {}).get(key)):>{width + 2}s}"
+            for s in systems
+        )
+        lines.append(f"{key:{label_width}s}{cells}")
+    lines.append("definitions: metrics.json, clinical_variant_definitions")
+    return "\n".join(lines)
