@@ -105,7 +105,6 @@ def plot_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
     ax_ce.set_title(
         f"Clinical efficacy per observation — model micro-F1 {micro:.3f}, macro {macro:.3f}"
     )
-    ax_ce.legend(loc="lower right")
     ax_nlg.set_xticks(range(len(nlg)), nlg, rotation=30, ha="right")
     ax_nlg.set_title("Language metrics")
     if all("CIDEr" in s["nlg"] for _, s in systems):
@@ -117,7 +116,9 @@ def plot_metrics(metrics: Mapping[str, Any], path: str | Path) -> Path:
         ]
         ax_nlg.set_xlabel("CIDEr: " + "; ".join(cider), fontsize=8, wrap=True)
     ax_nlg.grid(axis="y", alpha=0.3)
-    ax_nlg.legend(loc="upper right")
+    # one legend for both panels, under them, where it hides no bar
+    handles, labels = ax_ce.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(systems))
     note = (
         f"n = {metrics['n']} reports; bars: 95 % bootstrap interval "
         f"({metrics['bootstrap']['resamples']} resamples)"

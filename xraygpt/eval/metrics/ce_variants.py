@@ -45,6 +45,7 @@ AVERAGES = ("micro", "macro_present", "macro_all", "example")
 HEADLINE = (
     "ce14_uncertain0_micro",
     "ce14_uncertain0_macro_all",
+    "ce14_uncertain0_macro_present",
     "ce14_uncertain0_example",
     "ce5_uncertain0_micro",
     "ce5_uncertain1_micro",

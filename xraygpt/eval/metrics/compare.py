@@ -118,12 +118,15 @@ def format_comparison(result: Mapping[str, Any]) -> str:
     lines = [
         f"A = {result['a']}",
         f"B = {result['b']}",
-        f"{'metric':{width}s}{'A':>8s}{'B':>8s}   {'A - B [95 % CI]':28s}{'p':>7s}",
+        f"{'metric':{width}s}{'A':>8s}{'B':>8s}   {'A - B [95 % CI]':28s}{'p':>8s}",
     ]
+    # With every resampled difference on one side, p is the smallest the resamples can show.
+    floor = 2 / (result["resamples"] + 1)
     for key in rows:
         row = result["metrics"][key]
         diff = f"{row['diff']:+.3f} [{row['ci'][0]:+.3f}, {row['ci'][1]:+.3f}]"
-        lines.append(f"{key:{width}s}{row['a']:8.3f}{row['b']:8.3f}   {diff:28s}{row['p']:7.3f}")
+        p = f"<={row['p']:.3f}" if row["p"] <= floor + 1e-12 else f"{row['p']:.3f}"
+        lines.append(f"{key:{width}s}{row['a']:8.3f}{row['b']:8.3f}   {diff:28s}{p:>8s}")
     lines.append(
         f"n = {result['n_shared']} shared reports ({result['only_in_a']} only in A, "
         f"{result['only_in_b']} only in B); paired bootstrap, {result['resamples']} resamples"
