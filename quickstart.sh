@@ -10,9 +10,10 @@
 #    encoder pretraining (train_configs/xraygpt_tiny_stage1.yaml), LLM pretraining on
 #    the reports (stage2), alignment (stage3); a finished stage is skipped, a killed
 #    one resumes;
-# 4. evaluates on the phantom test split with test.py (metrics and the baseline row),
-#    then prints the per-finding table and the alignment loss against the text-only
-#    floor.
+#    Each stage's training curves go to <stage folder>/training_curves.png;
+# 4. evaluates on the phantom test split with test.py (metrics with 95 % bootstrap
+#    intervals and the baseline row; metrics.png beside metrics.json), then prints
+#    the per-finding table and the alignment loss against the text-only floor.
 #
 # Environment: PYTHON (interpreter for the venv, default python3), XRAYGPT_OUTPUT
 # (output folder, default output), XRAYGPT_PHANTOM (data folder, default dataset/phantom),
@@ -83,6 +84,9 @@ run_stage stage1
 run_stage stage2 "$tok_opt"
 run_stage stage3 "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2]"
 train_end=$(date +%s)
+step "training curves (loss, lr, throughput)"
+"$PY" -m xraygpt.tools.plot_run "$OUT/xraygpt_tiny_stage1" "$OUT/xraygpt_tiny_stage2" \
+    "$OUT/xraygpt_tiny_stage3"
 
 # --- 4. evaluation -----------------------------------------------------------------
 step "evaluating on the phantom test split"

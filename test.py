@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> dict:
         task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
         datasets = task.build_datasets(cfg)
         model = place_model(build_model(cfg.model_cfg), device)
-        return run_evaluation(cfg, model, datasets)
+        results = run_evaluation(cfg, model, datasets)
+        if dist.is_main_process():
+            from xraygpt.train.tracking import log_evaluation
+
+            log_evaluation(cfg, results)  # headline metrics to <job>/tb/ (run.tensorboard)
+        return results
     finally:
         dist.cleanup()
 

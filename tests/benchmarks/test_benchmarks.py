@@ -196,3 +196,14 @@ def test_bench_generate_full_size_on_cuda():
     args = ["--size", "full", "--device", "cuda", "--n", "4", "--batch", "4"]
     record = run_benchmark("bench_generate.py", *args, "--max-new-tokens", "8")
     assert all(row["reports_per_s"] > 0 for row in record["results"])
+
+
+def test_bench_bootstrap_times_each_step():
+    record = run_benchmark("bench_bootstrap.py", "--n", "40", "--resamples", "50", "--repeats", "1")
+    assert [row["step"] for row in record["results"]] == [
+        "statistics (once per system)",
+        "intervals, 50 resamples",
+        "paired comparison, 50 resamples",
+    ]
+    assert all(row["seconds"] > 0 for row in record["results"])
+    assert record["metrics"] >= 20 and "[" in record["example"]["ROUGE-L"]

@@ -68,6 +68,8 @@ class RunConfig:
     # logging and checkpoints
     log_freq: int = 50
     save_every_iters: int | None = None
+    tensorboard: bool = True  # scalars to <output_dir>/<job>/tb/ (rank 0)
+    wandb: dict[str, Any] | None = None  # {project: NAME, mode: offline|online}; needs wandb
     keep_last_checkpoints: int = 2
     resume_ckpt_path: str | None = None
     resume: str | None = None  # "auto": newest checkpoint in the output folder
@@ -91,6 +93,7 @@ class RunConfig:
     fsdp_layer_classes: list[str] = field(default_factory=lambda: ["LlamaDecoderLayer"])
     fsdp_mixed_precision: bool = True  # bf16 compute, fp32 gradient reduce and optimizer
     fsdp_activation_checkpointing: bool = True
+    bootstrap: int = 1000  # resamples for the 95 % intervals of metrics.json; 0 = none
     # distributed: read from torchrun's environment; kept for the original configs
     distributed: bool = True
     world_size: int = 1

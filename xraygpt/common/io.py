@@ -35,6 +35,10 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    _atomic_write(Path(path), lambda handle: handle.write(data))
+
+
 def atomic_write_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
 

@@ -12,7 +12,7 @@ For every dataset of the config and every split of ``run.test_splits``:
    image is replaced by the next readable one, which can then appear twice).
 4. Add the baselines (:mod:`xraygpt.eval.metrics.baselines`) from the training
    split, score everything (:mod:`xraygpt.eval.metrics.scoring`), write
-   ``predictions.jsonl`` and ``metrics.json`` to ``<run.output_dir>/<job>/``
+   ``predictions.jsonl``, ``metrics.json`` and ``metrics.png`` to ``<run.output_dir>/<job>/``
    (``<dataset>_<split>/`` inside it when the run has several dataset/split
    pairs) and print the table.
 
@@ -279,6 +279,10 @@ def evaluate_split(
         )
     prompt = check_eval_prompt(str(run.eval_prompt))
     options = generation_of(run)
+    if int(run.bootstrap) < 0:
+        raise ConfigError(
+            f"run.bootstrap={run.bootstrap}: resamples must be >= 0 (0 = no intervals)"
+        )
     rank, world_size = dist.get_rank(), dist.get_world_size()
     started = time.perf_counter()
     local = generate_reports(
@@ -340,15 +344,27 @@ def evaluate_split(
     # Predictions first: should scoring fail, python -m xraygpt.evaluate can redo it.
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions = write_predictions(records, out_dir / "predictions.jsonl")
-    metrics = score_records(records, meteor=bool(run.meteor), run_info=run_info)
+    metrics = score_records(
+        records,
+        meteor=bool(run.meteor),
+        run_info=run_info,
+        bootstrap=int(run.bootstrap),
+        seed=int(run.seed),
+    )
     metrics["skipped"].update(baseline_skips)
     metrics_path = out_dir / "metrics.json"
     atomic_write_json(metrics, metrics_path)
+    from xraygpt.eval.plots import plot_metrics
+
+    picture = plot_metrics(metrics, out_dir / "metrics.png")
     speed = run_info["reports_per_second"]
     rate = f"{speed:.2f} reports/s" if speed else "rate unknown"
     print(f"\n== {name}/{split}: {len(records)} reports, {rate} ==")
     print(format_table(metrics))
-    print(f"predictions: {predictions}\nmetrics:     {metrics_path}", flush=True)
+    print(
+        f"predictions: {predictions}\nmetrics:     {metrics_path}\npicture:     {picture}",
+        flush=True,
+    )
     return metrics
 
 

@@ -51,6 +51,7 @@ from xraygpt.train.checkpoint import (
     trainable_state_dict,
 )
 from xraygpt.train.optim import Precision, build_optimizer, resolve_precision
+from xraygpt.train.tracking import Tracker, check_wandb_config
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class RunnerBase:
         self.output_dir = Path(cfg.output_dir)
         self._loader_factory = loader_factory
         self.fsdp = bool(self.run_cfg.fsdp)  # FSDP2 sharding instead of DDP (train/fsdp.py)
+        self.tracker: Tracker | None = None  # TensorBoard / W&B, made when training starts
         self._check_run_config()
 
     # ------------------------------------------------------------------ set-up
@@ -138,6 +140,7 @@ class RunnerBase:
                 f"run.keep_last_checkpoints={run.keep_last_checkpoints}: must be >= 0 "
                 f"(0 keeps every checkpoint)"
             )
+        check_wandb_config(run.wandb)
         if run.resume not in (None, "auto"):
             raise ConfigError(
                 f"run.resume={run.resume!r}: the only value is 'auto' (newest checkpoint in "
@@ -342,6 +345,13 @@ class RunnerBase:
                 self.total_steps,
             )
             return {"step": start_step}
+        self.tracker = Tracker.from_run_config(
+            self.run_cfg,
+            self.output_dir,
+            is_main=self.is_main,
+            start_step=start_step,
+            config=self.cfg.to_dict(),
+        )
         loader = self._train_loader(start_step)
         try:
             return self._loop(loader, start_step)
@@ -349,6 +359,7 @@ class RunnerBase:
             close = getattr(loader, "close", None)
             if close is not None:
                 close()
+            self.tracker.close()
 
     def _loop(self, loader: Iterator[dict], start_step: int) -> dict[str, Any]:
         run = self.run_cfg
@@ -491,6 +502,8 @@ class RunnerBase:
             with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
             log.debug(line)
+            if self.tracker is not None:
+                self.tracker.log(stats, step=stats["step"])
 
 
 class _Meter:

@@ -19,8 +19,17 @@ the model against the same references.
 
     {"n": ..., "nlg": {"ROUGE-1": ..., ..., "CIDEr": ...},
      "clinical": {"micro": {...}, "macro": {...}, "per_observation": {...}},
-     "definition": "...", "baselines": {name: {"description", "nlg", "clinical"}},
+     "definition": "...", "baselines": {name: {"description", "nlg", "clinical", ...}},
+     "clinical_variants": {"f1": {"ce14_uncertain0_micro": ..., ...}, "scores": {...},
+                           "per_observation": {...}},
+     "clinical_variant_definitions": {"ce14_uncertain0_micro": "F1 over ...", ...},
+     "ci": {"ROUGE-1": [low, high], ...}, "bootstrap": {"resamples", "seed", ...},
      "skipped": {"METEOR": "why"}, "notes": {...}, "run": {...}}
+
+``clinical`` is the project's original definition (14 observations,
+uncertain = 0); ``clinical_variants`` holds every variant papers report
+(:mod:`xraygpt.eval.metrics.ce_variants`), ``ci`` the bootstrap 95 %
+intervals (:mod:`xraygpt.eval.metrics.bootstrap`) when asked for.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import xraygpt.eval.metrics.bootstrap as boot
 from xraygpt.common.io import atomic_write_text
+from xraygpt.eval.metrics.ce_variants import HEADLINE, clinical_variants, variant_definitions
 from xraygpt.eval.metrics.clinical import clinical_efficacy
 from xraygpt.eval.metrics.labeler import BINARY_DEFINITION, label_report, to_binary
 from xraygpt.eval.metrics.nlg import (
@@ -90,6 +101,7 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"predictions file not found: {path}")
     records = []
+    first_line: dict[str, int] = {}  # image_id -> the line it first appeared on
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):
             if not line.strip():
@@ -107,6 +119,20 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
                     f"{where}: missing field(s) {', '.join(missing)}; every line needs "
                     f"{', '.join(REQUIRED_FIELDS)}"
                 )
+            if not isinstance(record["image_id"], str | int) or isinstance(
+                record["image_id"], bool
+            ):
+                raise PredictionsError(
+                    f"{where}: 'image_id' must be a string, got {record['image_id']!r}"
+                )
+            image_id = str(record["image_id"])
+            if image_id in first_line:
+                raise PredictionsError(
+                    f"{where}: duplicate image_id {image_id!r} (first on line "
+                    f"{first_line[image_id]}); each image may appear once"
+                )
+            first_line[image_id] = lineno
+            record["image_id"] = image_id
             for key in ("generated", "reference"):
                 if not isinstance(record[key], str):
                     raise PredictionsError(
@@ -123,11 +149,12 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def _binary_labels(texts: Sequence[str], cache: dict[str, dict[str, int]]) -> list[dict[str, int]]:
+def _labels(texts: Sequence[str], cache: dict[str, dict[str, int | None]]) -> list[dict]:
+    """The labeler's labels (1/0/-1/None) of each text, labelling each distinct text once."""
     out = []
     for text in texts:
         if text not in cache:
-            cache[text] = to_binary(label_report(text))
+            cache[text] = label_report(text)
         out.append(cache[text])
     return out
 
@@ -138,16 +165,39 @@ def score_texts(
     *,
     meteor: MeteorScorer | bool | None = None,
     use_java: bool | None = None,
-    label_cache: dict[str, dict[str, int]] | None = None,
+    label_cache: dict[str, dict[str, int | None]] | None = None,
     tokens: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """NLG and clinical-efficacy scores of one system against the references."""
+    """NLG and clinical-efficacy scores of one system against the references.
+
+    ``labels``: the labeler's ``(generated, reference)`` label dicts, for the bootstrap.
+    """
     cache = {} if label_cache is None else label_cache
     nlg = nlg_scores(generated, references, meteor=meteor, use_java=use_java, tokens=tokens)
+    generated_labels, reference_labels = _labels(generated, cache), _labels(references, cache)
     clinical = clinical_efficacy(
-        _binary_labels(generated, cache), _binary_labels(references, cache)
+        [to_binary(x) for x in generated_labels], [to_binary(x) for x in reference_labels]
     )
-    return {"nlg": nlg.scores, "clinical": clinical, "skipped": nlg.skipped, "notes": nlg.notes}
+    return {
+        "nlg": nlg.scores,
+        "clinical": clinical,
+        "clinical_variants": clinical_variants(generated_labels, reference_labels),
+        "skipped": nlg.skipped,
+        "notes": nlg.notes,
+        "labels": (generated_labels, reference_labels),
+    }
+
+
+def bootstrap_block(resamples: int, seed: int) -> dict[str, Any]:
+    """How the intervals of ``metrics.json`` were made."""
+    return {
+        "resamples": resamples,
+        "seed": seed,
+        "level": 0.95,
+        "method": boot.METHOD,
+        "CIDEr": boot.CIDER_NOTE,
+        "METEOR": boot.METEOR_NOTE,
+    }
 
 
 def score_records(
@@ -157,8 +207,16 @@ def score_records(
     use_java: bool | None = None,
     descriptions: Mapping[str, str] | None = None,
     run_info: Mapping[str, Any] | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """``metrics.json`` of a list of prediction records (model and their baselines)."""
+    """``metrics.json`` of a list of prediction records (model and their baselines).
+
+    ``bootstrap``: resamples for the 95 % intervals (0: none); ``seed`` draws them.
+    The model and every baseline are resampled with the same reports.
+    """
+    if bootstrap < 0:
+        raise ValueError(f"bootstrap resamples must be >= 0 (0 = off), got {bootstrap}")
     if not records:
         raise PredictionsError("no predictions to score")
     references = [r["reference"] for r in records]
@@ -187,7 +245,7 @@ def score_records(
         except OSError as err:
             meteor_arg = False
             start_error = f"the METEOR Java process did not start: {err}"
-    cache: dict[str, dict[str, int]] = {}
+    cache: dict[str, dict[str, int | None]] = {}
     texts = [r["generated"] for r in records] + references
     texts += [r["baselines"][name] for name in names for r in records]
     tokens, tokenizer_note = tokenize_texts(texts, use_java=use_java)
@@ -215,7 +273,17 @@ def score_records(
                 or BASELINE_DESCRIPTIONS.get(name, name),
                 "nlg": scores["nlg"],
                 "clinical": scores["clinical"],
+                "clinical_variants": scores["clinical_variants"],
             }
+            if bootstrap:
+                baselines[name]["ci"], baselines[name]["ci_per_observation"] = _intervals(
+                    [r["baselines"][name] for r in records],
+                    references,
+                    tokens,
+                    scores,
+                    bootstrap,
+                    seed,
+                )
     finally:
         if scorer is not None:
             scorer.close()
@@ -230,31 +298,100 @@ def score_records(
         "baselines": baselines,
         "skipped": skipped,
         "notes": {**model["notes"], "tokenizer": tokenizer_note},
+        "clinical_variants": model["clinical_variants"],
+        "clinical_variant_definitions": variant_definitions(),
     }
+    if bootstrap:
+        metrics["ci"], metrics["ci_per_observation"] = _intervals(
+            [r["generated"] for r in records], references, tokens, model, bootstrap, seed
+        )
+        metrics["bootstrap"] = bootstrap_block(bootstrap, seed)
     if run_info:
         metrics["run"] = dict(run_info)
     return metrics
+
+
+def _intervals(
+    generated: Sequence[str],
+    references: Sequence[str],
+    tokens: Mapping[str, str],
+    scores: Mapping[str, Any],
+    resamples: int,
+    seed: int,
+) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+    """The intervals of every metric, and of each observation's F1 per label set/mapping."""
+    stats = boot.report_statistics(generated, references, tokens, *scores["labels"])
+    everything = boot.confidence_intervals(stats, resamples, seed, per_observation=True)
+    per_observation: dict[str, dict[str, list[float]]] = {}
+    for key, interval in everything.items():
+        if "/" in key:
+            variant, obs = key.split("/", 1)
+            per_observation.setdefault(variant, {})[obs] = interval
+    return {k: v for k, v in everything.items() if "/" not in k}, per_observation
+
+
+# Table rows of the intervals: (row label, key in "ci")
+_CE_ROWS = {"micro": "ce14_uncertain0_micro", "macro": "ce14_uncertain0_macro_all"}
 
 
 def format_table(metrics: Mapping[str, Any]) -> str:
     """The metrics of the model and its baselines side by side."""
     columns = ["model", *metrics.get("baselines", {})]
     systems = [metrics, *metrics.get("baselines", {}).values()]
-    rows: list[tuple[str, list[float | None]]] = []
+    # (label, values, interval key): with intervals a cell reads "0.511 [0.492, 0.530]"
+    rows: list[tuple[str, list[float | None], str | None]] = []
     for name in METRIC_ORDER:
-        rows.append((name, [s["nlg"].get(name) for s in systems]))
+        rows.append((name, [s["nlg"].get(name) for s in systems], name))
     for avg in ("micro", "macro"):
         for key in ("precision", "recall", "f1"):
             label = f"CE {avg} {'P' if key == 'precision' else 'R' if key == 'recall' else 'F1'}"
-            rows.append((label, [s["clinical"][avg][key] for s in systems]))
-    width = max(12, *(len(c) for c in columns))
-    lines = [f"{'metric':16s}" + "".join(f"{c:>{width + 2}s}" for c in columns)]
-    for label, values in rows:
+            ci_key = _CE_ROWS[avg] if key == "f1" else None
+            rows.append((label, [s["clinical"][avg][key] for s in systems], ci_key))
+    if all("clinical_variants" in s for s in systems):
+        for key in HEADLINE:
+            if key in _CE_ROWS.values():
+                continue  # already shown as CE micro / macro F1
+            rows.append((key, [s["clinical_variants"]["f1"][key] for s in systems], key))
+    with_ci = all("ci" in s for s in systems)
+
+    def cell(system: Mapping[str, Any], value: float | None, ci_key: str | None) -> str:
+        if value is None:
+            return "-"
+        if not with_ci:
+            return f"{value:.4f}"
+        return boot.format_ci(value, system["ci"].get(ci_key) if ci_key else None)
+
+    label_width = max(16, *(len(r[0]) + 1 for r in rows))
+    width = max(24 if with_ci else 12, *(len(c) for c in columns))
+    lines = [f"{'metric':{label_width}s}" + "".join(f"{c:>{width + 2}s}" for c in columns)]
+    for label, values, ci_key in rows:
         if all(v is None for v in values):
             continue
-        cells = "".join(f"{'-' if v is None else f'{v:.4f}':>{width + 2}s}" for v in values)
-        lines.append(f"{label:16s}{cells}")
+        cells = "".join(
+            f"{cell(s, v, ci_key):>{width + 2}s}" for s, v in zip(systems, values, strict=True)
+        )
+        lines.append(f"{label:{label_width}s}{cells}")
+    if with_ci:
+        lines.append(f"[95 % bootstrap interval, {metrics['bootstrap']['resamples']} resamples]")
     lines.append(f"n = {metrics['n']} reports")
     for metric, reason in metrics.get("skipped", {}).items():
         lines.append(f"{metric} skipped: {reason}")
+    return "\n".join(lines)
+
+
+def format_variant_table(metrics: Mapping[str, Any]) -> str:
+    """Every clinical-efficacy variant's F1 (with its interval when there is one), per system."""
+    columns = ["model", *metrics.get("baselines", {})]
+    systems = [metrics, *metrics.get("baselines", {}).values()]
+    keys = list(metrics["clinical_variants"]["f1"])
+    width = max(14, *(len(c) for c in columns)) + (12 if "ci" in metrics else 0)
+    label_width = max(len(k) for k in keys) + 2
+    lines = [f"{'CE variant (F1)':{label_width}s}" + "".join(f"{c:>{width + 2}s}" for c in columns)]
+    for key in keys:
+        cells = "".join(
+            f"{boot.format_ci(s['clinical_variants']['f1'][key], (s.get('ci') or {}).get(key)):>{width + 2}s}"
+            for s in systems
+        )
+        lines.append(f"{key:{label_width}s}{cells}")
+    lines.append("definitions: metrics.json, clinical_variant_definitions")
     return "\n".join(lines)

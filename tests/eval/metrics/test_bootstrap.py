@@ -1,0 +1,121 @@
+"""Bootstrap intervals and paired comparisons: exact on the full sample, seeded, vectorised."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from xraygpt.eval.metrics import bootstrap as boot
+from xraygpt.eval.metrics.ce_variants import clinical_variants
+from xraygpt.eval.metrics.labeler import label_report
+from xraygpt.eval.metrics.nlg import nlg_scores, tokenize_texts
+
+SENTENCES = [
+    "The heart is normal in size.",
+    "Moderate cardiomegaly.",
+    "Small left pleural effusion.",
+    "No pleural effusion or pneumothorax.",
+    "The lungs are clear.",
+    "Right lower lobe consolidation.",
+    "Mild pulmonary edema.",
+    "Possible left basilar atelectasis.",
+    "Endotracheal tube in place.",
+    "No acute cardiopulmonary abnormality.",
+]
+
+
+def reports(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(SENTENCES, rng.randint(1, 4))) for _ in range(n)]
+
+
+def stats_of(generated: list[str], references: list[str]) -> boot.ReportStats:
+    tokens, _ = tokenize_texts([*generated, *references], use_java=False)
+    return boot.report_statistics(
+        generated,
+        references,
+        tokens,
+        [label_report(t) for t in generated],
+        [label_report(t) for t in references],
+    )
+
+
+REFS = reports(40, 1)
+GEN = reports(40, 2)
+
+
+def test_full_sample_reproduces_the_point_estimates() -> None:
+    point = boot.point_values(stats_of(GEN, REFS))
+    nlg = nlg_scores(GEN, REFS, use_java=False, meteor=False).scores
+    for name in ("ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU-1", "BLEU-4", "ROUGE-L (coco)", "CIDEr"):
+        assert point[name] == pytest.approx(nlg[name], rel=1e-9, abs=1e-12), name
+    variants = clinical_variants([label_report(t) for t in GEN], [label_report(t) for t in REFS])
+    for key, value in variants["f1"].items():
+        assert point[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_interval_of_a_constant_metric_has_zero_width() -> None:
+    ci = boot.confidence_intervals(stats_of(REFS, REFS), resamples=200, seed=3)
+    for name in ("ROUGE-1", "ROUGE-L", "ROUGE-L (coco)", "ce14_uncertain0_micro"):
+        assert ci[name] == [1.0, 1.0], name
+    # one report, repeated: every resample is the same corpus, so no metric can vary
+    same = [GEN[0]] * 20
+    for name, (low, high) in boot.confidence_intervals(stats_of(same, REFS[:20][:1] * 20)).items():
+        assert low == pytest.approx(high, abs=1e-12), name
+
+
+def test_seeded_and_brackets_the_estimate() -> None:
+    stats = stats_of(GEN, REFS)
+    first = boot.confidence_intervals(stats, resamples=300, seed=7)
+    assert boot.confidence_intervals(stats, resamples=300, seed=7) == first
+    assert boot.confidence_intervals(stats, resamples=300, seed=8) != first
+    point = boot.point_values(stats)
+    for name in ("ROUGE-1", "BLEU-4", "CIDEr", "ce14_uncertain0_micro"):
+        low, high = first[name]
+        assert low < point[name] < high, name
+
+
+def test_resample_weights_are_draws_with_replacement() -> None:
+    weights = boot.resample_weights(50, 400, seed=0)
+    assert weights.shape == (400, 50)
+    assert (weights.sum(1) == 50).all()
+    assert np.allclose(weights.mean(0), 1.0, atol=0.25)  # each report drawn once on average
+    with pytest.raises(ValueError, match="at least one report"):
+        boot.resample_weights(0, 10, seed=0)
+
+
+def test_identical_systems_differ_by_zero_with_p_one() -> None:
+    stats = stats_of(GEN, REFS)
+    result = boot.paired_comparison(stats, stats_of(GEN, REFS), resamples=200, seed=0)
+    for key, row in result.items():
+        assert row["diff"] == 0.0 and row["ci"] == [0.0, 0.0] and row["p"] == 1.0, key
+
+
+def test_copying_the_references_beats_a_shuffled_copy() -> None:
+    shuffled = REFS[1:] + REFS[:1]
+    result = boot.paired_comparison(
+        stats_of(REFS, REFS), stats_of(shuffled, REFS), resamples=1000, seed=0
+    )
+    for key in ("ROUGE-L", "BLEU-4", "CIDEr", "ce14_uncertain0_micro"):
+        assert result[key]["diff"] > 0 and result[key]["ci"][0] > 0, key
+        assert result[key]["p"] < 0.01, key
+    with pytest.raises(ValueError, match="must be the same"):
+        boot.paired_comparison(stats_of(REFS[:3], REFS[:3]), stats_of(REFS, REFS))
+
+
+def test_format_ci() -> None:
+    assert boot.format_ci(0.5114, [0.4921, 0.53]) == "0.511 [0.492, 0.530]"
+    assert boot.format_ci(0.5, None) == "0.500"
+
+
+def test_per_observation_f1_on_the_full_sample() -> None:
+    stats = stats_of(GEN, REFS)
+    values = boot.metric_values(stats, np.ones((1, stats.n)), per_observation=True)
+    variants = clinical_variants([label_report(t) for t in GEN], [label_report(t) for t in REFS])
+    for variant, per_obs in variants["per_observation"].items():
+        for obs, scores in per_obs.items():
+            assert values[f"{variant}/{obs}"][0] == pytest.approx(scores["f1"]), (variant, obs)
+    ci = boot.confidence_intervals(stats, resamples=50, seed=0, per_observation=True)
+    assert "ce5_uncertain1/Edema" in ci and "ROUGE-1" in ci

@@ -1,0 +1,241 @@
+"""Bootstrap confidence intervals and paired comparisons over reports, vectorised.
+
+A resample draws ``n`` reports with replacement (a seeded ``(resamples, n)``
+index matrix, turned into per-resample counts of each report), and every
+metric is recomputed from per-report sufficient statistics:
+
+* **ROUGE-1/2/L** (rouge-score) and **ROUGE-L (coco)**: per-report scores,
+  whose mean is the metric;
+* **BLEU-1..4** (pycocoevalcap, corpus level): per-report clipped n-gram
+  matches, n-gram totals and hypothesis/reference lengths, summed per
+  resample, then pycocoevalcap's formula (its ``tiny``/``small`` constants and
+  brevity penalty);
+* **CIDEr** (CIDEr-D): the document frequencies and the reference-length
+  normaliser stay those of the full test set; the per-report CIDEr-D scores
+  computed with them are averaged per resample. Recomputing the frequencies
+  for each resample would make a repeated report rarer than itself and cost
+  a corpus pass per resample;
+* **clinical efficacy** (every variant of :mod:`xraygpt.eval.metrics.ce_variants`):
+  per-report true/false positive and false negative counts per observation,
+  summed per resample (micro, macro), or per-report F1 averaged (example).
+
+METEOR gets no interval: its corpus score pools alignment statistics inside
+the Java scorer, which pycocoevalcap does not expose per report.
+
+On the full sample each statistic reproduces the point estimate of
+:mod:`xraygpt.eval.metrics.nlg` and :mod:`xraygpt.eval.metrics.clinical` (the tests
+check it). Intervals are percentile intervals (2.5th and 97.5th percentiles).
+A paired comparison applies the same resamples to two systems scored
+against the same references; its two-sided p-value is
+``min(1, 2 * min(#(d <= 0) + 1, #(d >= 0) + 1) / (resamples + 1))`` over the
+resampled differences ``d``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xraygpt.eval.metrics.ce_variants import (
+    AVERAGES,
+    LABEL_SETS,
+    example_scores,
+    pooled_scores,
+    variant_counts,
+)
+
+METHOD = (
+    "percentile bootstrap over reports (seeded; the same resamples for the model and its "
+    "baselines); BLEU from per-report n-gram counts pooled per resample; ROUGE, CIDEr and "
+    "example-based CE from per-report scores averaged per resample; micro/macro CE from "
+    "per-report counts pooled per resample"
+)
+CIDER_NOTE = (
+    "CIDEr-D document frequencies and the reference-length normaliser are those of the full "
+    "test set, kept fixed under resampling; each resample averages the per-report scores"
+)
+METEOR_NOTE = (
+    "no interval: METEOR's corpus score pools alignment statistics inside the Java scorer, "
+    "which pycocoevalcap does not expose per report"
+)
+_TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap bleu_scorer's constants
+
+
+@dataclass
+class ReportStats:
+    """Per-report sufficient statistics of one system against the references."""
+
+    means: dict[str, np.ndarray]  # metric -> (n,) values whose mean is the metric
+    bleu: np.ndarray  # (n, 10): test length, reference length, guesses 1..4, matches 1..4
+    ce: dict[tuple[str, int], np.ndarray]  # (label set, uncertain) -> (n, K, 3) tp/fp/fn
+
+    @property
+    def n(self) -> int:
+        return int(self.bleu.shape[0])
+
+
+def _rouge_per_report(generated: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    from rouge_score import rouge_scorer
+
+    from xraygpt.eval.metrics.nlg import ROUGE_SCORE_KEYS
+
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_SCORE_KEYS.values()), use_stemmer=True)
+    out = {name: np.zeros(len(generated)) for name in ROUGE_SCORE_KEYS}
+    for i, (g, r) in enumerate(zip(generated, references, strict=True)):
+        scores = scorer.score(r, g)
+        for name, key in ROUGE_SCORE_KEYS.items():
+            out[name][i] = scores[key].fmeasure
+    return out
+
+
+def _bleu_counts(hyps: Sequence[str], refs: Sequence[str]) -> np.ndarray:
+    from pycocoevalcap.bleu.bleu_scorer import cook_refs, cook_test
+
+    rows = np.zeros((len(hyps), 10), dtype=np.float64)
+    for i, (h, r) in enumerate(zip(hyps, refs, strict=True)):
+        comps = cook_test(h, cook_refs([r]))
+        # One reference: its length is the "closest" one.
+        rows[i] = [comps["testlen"], comps["reflen"][0], *comps["guess"], *comps["correct"]]
+    return rows
+
+
+def bleu_from_counts(summed: np.ndarray) -> dict[str, np.ndarray]:
+    """BLEU-1..4 of counts summed over reports, ``(..., 10)`` (pycocoevalcap's formula)."""
+    testlen, reflen = summed[..., 0], summed[..., 1]
+    ratio = (testlen + _TINY) / (reflen + _SMALL)
+    with np.errstate(divide="ignore"):
+        penalty = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
+    out, product = {}, np.ones_like(testlen)
+    for k in range(4):
+        product = product * (summed[..., 6 + k] + _TINY) / (summed[..., 2 + k] + _SMALL)
+        out[f"BLEU-{k + 1}"] = product ** (1 / (k + 1)) * penalty
+    return out
+
+
+def report_statistics(
+    generated: Sequence[str],
+    references: Sequence[str],
+    tokens: Mapping[str, str],
+    generated_labels: Sequence[Mapping[str, int | None]],
+    reference_labels: Sequence[Mapping[str, int | None]],
+) -> ReportStats:
+    """Per-report statistics of one system. ``tokens``: ``{text: PTB-tokenized}`` as
+    :func:`xraygpt.eval.metrics.nlg.tokenize_texts` gives it; labels as the labeler gives them."""
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if not generated or len(generated) != len(references):
+        raise ValueError(f"{len(generated)} generated reports for {len(references)} references")
+    hyps = [tokens[t] for t in generated]
+    refs = [tokens[t] for t in references]
+    res = {i: [h] for i, h in enumerate(hyps)}
+    gts = {i: [r] for i, r in enumerate(refs)}
+    means = _rouge_per_report(generated, references)
+    means["ROUGE-L (coco)"] = np.asarray(Rouge().compute_score(gts, res)[1], dtype=np.float64)
+    means["CIDEr"] = np.asarray(Cider().compute_score(gts, res)[1], dtype=np.float64)
+    ce = variant_counts(generated_labels, reference_labels)
+    return ReportStats(means=means, bleu=_bleu_counts(hyps, refs), ce=ce)
+
+
+def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
+    """``(resamples, n)``: how often each report is drawn in each resample."""
+    if n < 1 or resamples < 1:
+        raise ValueError(f"need at least one report and one resample, got {n} and {resamples}")
+    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    flat = index + (np.arange(resamples) * n)[:, None]
+    return (
+        np.bincount(flat.ravel(), minlength=resamples * n).reshape(resamples, n).astype(np.float64)
+    )
+
+
+def metric_values(
+    stats: ReportStats, weights: np.ndarray, per_observation: bool = False
+) -> dict[str, np.ndarray]:
+    """Every metric under each row of ``weights`` (``(resamples, n)``, rows summing to n).
+
+    ``per_observation``: also each observation's F1, as ``"ce14_uncertain0/Edema"``.
+    """
+    total = weights.sum(1)
+    out: dict[str, np.ndarray] = {
+        name: weights @ values / total for name, values in stats.means.items()
+    }
+    out.update(bleu_from_counts(weights @ stats.bleu))
+    for (label_set, u), counts in stats.ce.items():
+        n, k, _ = counts.shape
+        summed = (weights @ counts.reshape(n, k * 3).astype(np.float64)).reshape(-1, k, 3)
+        for average in AVERAGES:
+            key = f"{label_set}_uncertain{u}_{average}"
+            if average == "example":
+                out[key] = weights @ example_scores(counts)[2] / total
+            else:
+                out[key] = pooled_scores(summed, average)[2]
+        if per_observation:
+            tp, fp, fn = summed[..., 0], summed[..., 1], summed[..., 2]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                # F1 = 2 tp / (2 tp + fp + fn), 0 when nothing is positive on either side
+                f1 = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+            for j, obs in enumerate(LABEL_SETS[label_set]):
+                out[f"{label_set}_uncertain{u}/{obs}"] = f1[:, j]
+    return out
+
+
+def point_values(stats: ReportStats) -> dict[str, float]:
+    """The metrics on the full sample (the point estimates)."""
+    return {k: float(v[0]) for k, v in metric_values(stats, np.ones((1, stats.n))).items()}
+
+
+def confidence_intervals(
+    stats: ReportStats,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    per_observation: bool = False,
+) -> dict[str, list[float]]:
+    """``{metric: [low, high]}``, percentile bootstrap intervals."""
+    weights = resample_weights(stats.n, resamples, seed)
+    values = metric_values(stats, weights, per_observation)
+    tail = 100 * (1 - level) / 2
+    return {k: [float(x) for x in np.percentile(v, [tail, 100 - tail])] for k, v in values.items()}
+
+
+def paired_comparison(
+    a: ReportStats,
+    b: ReportStats,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, Any]]:
+    """``{metric: {"a", "b", "diff", "ci", "p"}}``: A - B over the same resamples."""
+    if a.n != b.n:
+        raise ValueError(f"paired comparison of {a.n} and {b.n} reports: they must be the same")
+    weights = resample_weights(a.n, resamples, seed)
+    point_a, point_b = point_values(a), point_values(b)
+    values_a, values_b = metric_values(a, weights), metric_values(b, weights)
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for key, va in values_a.items():
+        diff = va - values_b[key]
+        # Floating-point noise on identical systems must not tip the sign count.
+        diff = np.where(np.abs(diff) < 1e-12, 0.0, diff)
+        below, above = int((diff <= 0).sum()), int((diff >= 0).sum())
+        p = min(1.0, 2 * min(below + 1, above + 1) / (resamples + 1))
+        out[key] = {
+            "a": point_a[key],
+            "b": point_b[key],
+            "diff": point_a[key] - point_b[key],
+            "ci": [float(x) for x in np.percentile(diff, [tail, 100 - tail])],
+            "p": p,
+        }
+    return out
+
+
+def format_ci(value: float, ci: Sequence[float] | None) -> str:
+    """``0.511 [0.492, 0.530]`` (or the value alone without an interval)."""
+    if ci is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
