@@ -1,8 +1,8 @@
 """Reading radiographs from disk as 8-bit RGB, whatever their pixel format.
 
 Chest X-rays come as 8-bit grayscale JPEGs (MIMIC-CXR-JPG), 8- or 16-bit
-grayscale PNGs (OpenI, exports from DICOM), and now and then palette or RGBA
-files. PIL's own ``convert("RGB")`` clips 16-bit values above 255, which turns
+grayscale PNGs (OpenI, exports from DICOM), DICOM files (windowed to 8 bits by
+:mod:`xraygpt.processors.dicom`), and now and then palette or RGBA files. PIL's own ``convert("RGB")`` clips 16-bit values above 255, which turns
 a 16-bit radiograph almost white, so the conversion here rescales such images
 by the range of values they actually use.
 """
@@ -16,6 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+
+from xraygpt.processors.dicom import looks_like_dicom, read_dicom
 
 # Formats that carry more than 8 bits per pixel (or signed / float values).
 _WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32S"}
@@ -85,6 +87,10 @@ def to_gray_or_rgb(img: Image.Image) -> Image.Image:
 def open_image(source: ImageSource, draft_size: int | None = None) -> Image.Image:
     """Open and fully decode an image (any mode), optionally with JPEG draft decoding.
 
+    DICOM files (a ``.dcm`` / ``.dicom`` name or the ``DICM`` marker) are
+    windowed to an 8-bit ``L`` image by :func:`xraygpt.processors.dicom.read_dicom`;
+    its :class:`~xraygpt.processors.dicom.DicomError` is a ``ValueError``.
+
     ``draft_size``: when given and the file is a JPEG, let libjpeg decode at
     1/2, 1/4 or 1/8 scale as long as both sides stay at least this large. For
     a 224-pixel model input this is several times faster on full-size
@@ -92,6 +98,8 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> Image.Imag
     Raises ``FileNotFoundError`` / ``OSError`` / ``PIL.UnidentifiedImageError``
     for missing or unreadable files (callers decide whether to skip).
     """
+    if looks_like_dicom(source):
+        return read_dicom(source)[0]
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     img = Image.open(source)
