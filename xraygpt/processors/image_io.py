@@ -171,3 +171,35 @@ def downscale_job(job: tuple[str, str, int]) -> tuple[str, str | None]:
         Path(dst).unlink(missing_ok=True)
         return dst, f"{type(err).__name__}: {err}"
     return dst, None
+
+
+def dicom_downscale_job(
+    job: tuple[str, str, int, tuple[str, ...] | None],
+) -> tuple[str, str, str | None, str | None]:
+    """``(src.dcm, dst, max_side, views)`` -> ``(dst, status, view, error or None)``.
+
+    Reads the header first (fast) for the view position: a view outside
+    ``views`` (``None``: all) is ``"other_view"`` and nothing is written; a
+    copy newer than its source is ``"already_present"``; else the DICOM is
+    windowed and written at ``dst`` (``"copied"``; ``max_side`` 0 keeps the full
+    size). ``view`` is the ViewPosition or ``None``. Failures are
+    ``"unreadable"`` with the error, never raised (runs in worker processes).
+    """
+    from xraygpt.processors.dicom import read_dicom_info
+
+    src, dst, max_side, views = job
+    view = None
+    try:
+        view = read_dicom_info(src).view_position
+        if views is not None and (view or "NONE") not in views:
+            return dst, "other_view", view, None
+        target = Path(dst)
+        if target.is_file() and target.stat().st_size > 0:
+            if target.stat().st_mtime >= Path(src).stat().st_mtime:
+                return dst, "already_present", view, None
+        # resize_max_side never enlarges, so "no limit" is any side at least the image's.
+        save_downscaled(src, dst, max_side if max_side > 0 else 1 << 30)
+    except Exception as err:  # noqa: BLE001 - each failure is one unreadable file, reported
+        Path(dst).unlink(missing_ok=True)
+        return dst, "unreadable", view, f"{type(err).__name__}: {err}"
+    return dst, "copied", view, None
