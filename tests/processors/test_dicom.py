@@ -354,3 +354,20 @@ def test_an_invalid_window_falls_back_to_the_value_range(tmp_path):
     plain = read_dicom(write_dicom(tmp_path / "plain.dcm", values, bits_stored=12))
     assert bad[1].voi == "value range"
     assert np.array_equal(_pixels(bad[0]), _pixels(plain[0]))
+
+
+def test_the_pinned_plugins_decode_the_compressed_radiograph_syntaxes():
+    from xraygpt.processors.dicom import decodable_transfer_syntaxes
+
+    found = decodable_transfer_syntaxes()
+    for name in (
+        "Explicit VR Little Endian",
+        "RLE Lossless",
+        "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])",
+        "JPEG-LS Lossless Image Compression",
+        "JPEG 2000 Image Compression (Lossless Only)",
+        "High-Throughput JPEG 2000 Image Compression",
+    ):
+        assert name in found, f"{name} has no installed decoder; pip install -r requirements.txt"
+    assert "pylibjpeg" in found["JPEG-LS Lossless Image Compression"]
+    assert not any("MPEG" in name for name in found)

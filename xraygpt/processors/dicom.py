@@ -182,6 +182,23 @@ def _info(ds: Any, voi: str = "") -> DicomInfo:
     )
 
 
+def decodable_transfer_syntaxes() -> dict[str, str]:
+    """``{transfer syntax name: decoding plugins}`` for every syntax pydicom has a decoder
+    for and whose plugin is installed (``"pydicom"`` where it needs only NumPy)."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import AllTransferSyntaxes
+
+    found = {}
+    for uid in AllTransferSyntaxes:
+        try:
+            decoder = get_decoder(uid)
+        except NotImplementedError:  # no decoder in pydicom at all (MPEG, JPEG XL, ...)
+            continue
+        if decoder.is_available:
+            found[uid.name] = ", ".join(sorted(decoder.available_plugins)) or "pydicom"
+    return found
+
+
 def read_dicom_info(source: DicomSource, *, name: str | None = None) -> DicomInfo:
     """The image description of a DICOM without decoding its pixels (fast: header only)."""
     what = _label(source, name)
