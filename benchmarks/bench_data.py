@@ -16,7 +16,9 @@ decode + ``blip2_image_train`` per image, one process, for:
 - ``raw DICOM, JPEG 2000 lossless``: the same DICOMs compressed with
   pylibjpeg-openjpeg.
 
-Each DICOM row also gives the decode + windowing time alone (``decode_ms``).
+DICOMs are read as training reads them: windowed at full size, then
+box-reduced like a JPEG draft. Each DICOM row also gives the full-size decode
++ windowing time alone (``decode_ms``).
 The record lists the transfer syntaxes the installed plugins decode.
 """
 
@@ -139,7 +141,8 @@ def main() -> None:
         ):
             if not paths:
                 continue
-            rate = time_variant(paths, processor, None, args.repeats)
+            # As training reads them: windowed, then reduced like a JPEG draft.
+            rate = time_variant(paths, processor, processor.decode_size, args.repeats)
             rows.append(
                 {
                     "variant": name,

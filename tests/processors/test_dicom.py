@@ -371,3 +371,15 @@ def test_the_pinned_plugins_decode_the_compressed_radiograph_syntaxes():
         assert name in found, f"{name} has no installed decoder; pip install -r requirements.txt"
     assert "pylibjpeg" in found["JPEG-LS Lossless Image Compression"]
     assert not any("MPEG" in name for name in found)
+
+
+def test_draft_size_reduces_a_dicom_like_a_jpeg_draft(tmp_path):
+    values = np.linspace(0, 4095, 1000 * 900).reshape(1000, 900).astype(np.uint16)
+    path = write_dicom(tmp_path / "big.dcm", values, bits_stored=12)
+    full = open_image(path)
+    assert full.size == (900, 1000)
+    assert open_image(path, draft_size=448).size == (450, 500)  # 1/2: 1/4 would go below 448
+    assert open_image(path, draft_size=100).size == (113, 125)  # 1/8, at most
+    assert open_image(path, draft_size=900).size == (900, 1000)
+    reduced = np.asarray(open_image(path, draft_size=448)).astype(float)
+    assert abs(reduced.mean() - np.asarray(full).mean()) < 1

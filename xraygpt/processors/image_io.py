@@ -94,12 +94,19 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> Image.Imag
     ``draft_size``: when given and the file is a JPEG, let libjpeg decode at
     1/2, 1/4 or 1/8 scale as long as both sides stay at least this large. For
     a 224-pixel model input this is several times faster on full-size
-    MIMIC-CXR JPEGs and loses nothing the final resize would keep.
+    MIMIC-CXR JPEGs and loses nothing the final resize would keep. A windowed
+    DICOM is box-averaged down by the same factors (``Image.reduce``), so the
+    transforms after it see the same sizes as for a JPEG.
     Raises ``FileNotFoundError`` / ``OSError`` / ``PIL.UnidentifiedImageError``
     for missing or unreadable files (callers decide whether to skip).
     """
     if looks_like_dicom(source):
-        return read_dicom(source)[0]
+        img = read_dicom(source)[0]
+        if draft_size is not None:
+            for factor in (8, 4, 2):
+                if min(img.size) // factor >= draft_size:
+                    return img.reduce(factor)
+        return img
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     img = Image.open(source)
