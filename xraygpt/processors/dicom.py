@@ -54,7 +54,6 @@ _PLUGIN_PACKAGES = {
     "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg",  # HTJ2K Lossless
     "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg",  # HTJ2K Lossless RPCL
     "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg",  # HTJ2K
-    "1.2.840.10008.1.2.5": "pylibjpeg-rle (pydicom's own RLE decoder needs only NumPy)",
 }
 
 DicomSource = str | Path | bytes | BinaryIO
@@ -192,7 +191,7 @@ def decodable_transfer_syntaxes() -> dict[str, str]:
     for uid in AllTransferSyntaxes:
         try:
             decoder = get_decoder(uid)
-        except NotImplementedError:  # no decoder in pydicom at all (MPEG, JPEG XL, ...)
+        except NotImplementedError:  # no decoder in pydicom at all (MPEG, HEVC, ...)
             continue
         if decoder.is_available:
             found[uid.name] = ", ".join(sorted(decoder.available_plugins)) or "pydicom"
