@@ -378,6 +378,8 @@ def test_dicom_uploads_are_deleted_from_gradios_upload_cache(
 ):
     import shutil
 
+    import pydicom
+
     cache = tmp_path / "gradio-cache"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
     copy = cache / "0123abcd" / "chest.dcm"
@@ -386,3 +388,20 @@ def test_dicom_uploads_are_deleted_from_gradios_upload_cache(
     messages, _, session = handlers.load_image(_upload(copy), ChatSession())
     assert "loaded" in messages[0]["content"] and session.conv is not None
     assert not copy.exists()  # its header named the patient; only the pixels are kept
+    # The same DICOM sent again (an API caller's /ask) continues, and its copy goes too.
+    again = cache / "4567cdef" / "chest.dcm"
+    again.parent.mkdir()
+    shutil.copyfile(xray_dicom, again)
+    frames, _, same = _run(handlers, _upload(again), "Findings?", session)
+    assert len(frames[-1]) == 3 and same.image_key == session.image_key
+    assert not again.exists()
+    # A refused DICOM is deleted as well.
+    refused = cache / "89abcdef" / "frames.dcm"
+    refused.parent.mkdir()
+    shutil.copyfile(xray_dicom, refused)
+    ds = pydicom.dcmread(refused)
+    ds.NumberOfFrames = 2
+    ds.save_as(refused)
+    messages, _, _ = handlers.load_image(_upload(refused), ChatSession())
+    assert "multi-frame" in messages[0]["content"] and not refused.exists()
+    assert xray_dicom.is_file()  # outside Gradio's cache: left alone

@@ -40,6 +40,7 @@ from xraygpt.demo.images import (
     file_digest,
     read_upload,
 )
+from xraygpt.processors.dicom import DICOM_SUFFIXES, looks_like_dicom
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +207,6 @@ class ChatHandlers:
             path, name=name, max_bytes=self.max_file_bytes, max_pixels=self.max_image_pixels
         )
         image = upload.image
-        if upload.dicom:
-            _forget_upload(path)
         conv = self.chat.new_conversation()
         img_list: list = []
         self.chat.upload_img(image, conv, img_list)
@@ -249,9 +248,9 @@ class ChatHandlers:
             key = file_digest(path)
         except OSError:
             return ChatSession(), f"The upload of {name!r} did not arrive. Please upload it again."
-        if key in (session.image_key, session.shown_key):
-            return session, None
         try:
+            if key in (session.image_key, session.shown_key):
+                return session, None
             return self._start(path, name, key), None
         except ImageRejected as err:
             return ChatSession(), str(err)
@@ -259,6 +258,10 @@ class ChatHandlers:
             log.exception("encoding the image %s failed", name)
             kind = type(err).__name__
             return ChatSession(), MSG_MODEL_ERROR.format(doing="reading the image", kind=kind)
+        finally:
+            # Used, repeated or refused: a DICOM's header can name the patient.
+            if looks_like_dicom(path) or Path(name).suffix.lower() in DICOM_SUFFIXES:
+                _forget_upload(path)
 
     def load_image(self, image: Any, session: ChatSession | None) -> tuple:
         """On upload: check and encode the X-ray; a new conversation starts.
