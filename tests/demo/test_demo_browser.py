@@ -188,7 +188,9 @@ def test_dicom_button_shows_the_windowed_image(tiny_demo, page, xray_dicom):
 
     page.goto(tiny_demo.url)
     expect(page.get_by_text("Research use only.")).to_be_visible(timeout=60_000)
-    page.locator("#dicom-upload input[type=file]").set_input_files(str(xray_dicom))
+    with page.expect_file_chooser() as chooser:
+        page.locator("#dicom-upload").click()
+    chooser.value.set_files(str(xray_dicom))
     bots = page.locator('#chatbot [data-testid="bot"]')
     expect(bots.first).to_contain_text("DICOM X-ray 'chest.dcm' loaded", timeout=60_000)
     expect(bots.first).to_contain_text("view position: PA")
