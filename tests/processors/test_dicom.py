@@ -383,3 +383,12 @@ def test_draft_size_reduces_a_dicom_like_a_jpeg_draft(tmp_path):
     assert open_image(path, draft_size=900).size == (900, 1000)
     reduced = np.asarray(open_image(path, draft_size=448)).astype(float)
     assert abs(reduced.mean() - np.asarray(full).mean()) < 1
+
+
+def test_voi_lut_inputs_beyond_the_table_take_its_ends(tmp_path):
+    # Rescale 20x puts stored 3327 at 66,540: past the 4,096-entry LUT, and past 16 bits
+    # by 1,004, where an index that wrapped around would land.
+    stored = np.array([[0, 100], [2000, 3327]], dtype=np.uint16)
+    lut = np.linspace(0, 4095, 4096).astype(np.uint16)
+    path = write_dicom(tmp_path / "far.dcm", stored, rescale=(20, 0), voi_lut=lut)
+    assert np.array_equal(_pixels(read_dicom(path)[0]), [[0, 125], [255, 255]])

@@ -340,7 +340,10 @@ def _voi(values: np.ndarray, ds: Any) -> tuple[np.ndarray, str]:
         # The LUT's own output range: its nominal bit depth is often wrong in real files.
         table = apply_voi(np.arange(first_map, first_map + entries, dtype=np.int64), ds)
         lo, hi = float(table.min()), float(table.max())
-        mapped = apply_voi(np.rint(values).astype(np.int64), ds).astype(np.float64)
+        # Clip to the LUT's input range first: pydicom indexes through a uint16 array,
+        # where values more than 65,535 above the first mapped one would wrap around.
+        indices = np.clip(np.rint(values), first_map, first_map + entries - 1).astype(np.int64)
+        mapped = apply_voi(indices, ds).astype(np.float64)
         out = (mapped - lo) / (hi - lo) if hi > lo else np.zeros(mapped.shape)
         return out, "VOI LUT"
     center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
