@@ -1,1 +1,1 @@
-"""Image and caption processors, and image file reading (``image_io``)."""
+"""Image and caption processors, image file reading (``image_io``) and DICOM decoding (``dicom``)."""
