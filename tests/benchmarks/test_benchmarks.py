@@ -159,11 +159,21 @@ def test_bench_generate_full_size_path_runs_cut_down_on_the_cpu():
 
 
 def test_bench_data_compares_raw_and_prepared():
-    args = ["--n", "2", "--width", "600", "--height", "720", "--repeats", "1"]
+    args = ["--n", "2", "--dicom-n", "1", "--width", "600", "--height", "720", "--repeats", "1"]
     record = run_benchmark("bench_data.py", *args)
     variants = [row["variant"] for row in record["results"]]
-    assert variants == ["raw full decode", "raw draft decode", "prepared copy"]
+    assert variants == [
+        "raw full decode",
+        "raw draft decode",
+        "prepared copy",
+        "raw DICOM, uncompressed",
+        "raw DICOM, JPEG 2000 lossless",
+    ]
     assert record["prepared_vs_raw_full"] > 0
+    assert all(row["decode_ms"] > 0 for row in record["results"][3:])
+    sizes = record["mean_file_mb"]
+    assert sizes["raw DICOM, JPEG 2000 lossless"] < sizes["raw DICOM, uncompressed"]
+    assert "JPEG 2000 Image Compression (Lossless Only)" in record["decodable_transfer_syntaxes"]
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -189,6 +189,14 @@ def test_images_from_pil_path_or_tensor(chat_model, xray, tmp_path):
         chat.upload_img(image, conv, img_list)
     assert len(img_list) == 5
     assert torch.equal(img_list[0], img_list[1]) and torch.equal(img_list[1], img_list[2])
+    from xraygpt.processors.dicom import write_dicom
+
+    # A DICOM path goes through the same reader: 12-bit, window 2048/4096 puts 2048 at 128.
+    dicom = write_dicom(
+        tmp_path / "scan.dcm", np.full((96, 80), 2048, np.uint16), window=(2048, 4096)
+    )
+    chat.upload_img(dicom, conv, img_list)
+    assert torch.equal(img_list[-1], img_list[0])
     with pytest.raises(ValueError, match="no vis_processor"):
         Chat(chat_model).upload_img(pil, conv, img_list)
     with pytest.raises(FileNotFoundError, match="missing.png"):

@@ -1,6 +1,7 @@
 """The mimic / openi builders: default YAMLs, splits, processors, errors, subclassing."""
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from xraygpt.common.config import Config, ConfigError
@@ -132,3 +133,36 @@ def test_job_config_merges_two_datasets_and_the_task_builds_them(
     }
     assert len(built["mimic"]["train"]) == 3 and built["mimic"]["train"].sample_ratio == 4
     assert len(built["openi"]["train"]) == 2
+
+
+@pytest.mark.parametrize("builder", [MimicBuilder, OpenIBuilder])
+def test_image_ext_dcm_reads_dicom_folders(tmp_path, make_caption_folder, builder):
+    import numpy as np
+    from PIL import Image
+
+    from xraygpt.processors.dicom import write_dicom
+
+    make_caption_folder(tmp_path / "png", n=4, ext=".png")
+    make_caption_folder(tmp_path / "dcm", n=4, ext=".png")
+    for png in sorted((tmp_path / "dcm" / "image").glob("*.png")):
+        pixels = np.asarray(Image.open(png)).copy()
+        pixels[0, 0], pixels[0, 1] = 0, 255  # the full range, so the DICOM's range maps back
+        Image.fromarray(pixels).save(tmp_path / "png" / "image" / png.name)
+        # 16 times the 8-bit values in 12 bits, no window: scaled by the value range.
+        write_dicom(png.with_suffix(".dcm"), pixels.astype(np.uint16) * 16, bits_stored=12)
+        png.unlink()
+    (tmp_path / "dcm" / "image" / "img002.dcm").write_bytes(b"not a dicom at all")
+    eval_proc = {"train": {"name": "blip2_image_eval", "image_size": 32}}
+
+    def train(folder, **extra):
+        cfg = {"build_info": {"storage": str(folder)}, "vis_processor": eval_proc, **extra}
+        return builder(cfg).build_datasets()["train"]
+
+    dicoms, pngs = (
+        train(tmp_path / "dcm", image_ext="dcm"),
+        train(tmp_path / "png", image_ext="png"),
+    )
+    for i in (0, 1, 3):
+        assert torch.equal(dicoms[i]["image"], pngs[i]["image"])
+    skipped = dicoms[2]  # not DICOM despite .dcm: skipped, and counted
+    assert skipped["image_id"] == "img003" and skipped["skipped"] == 1

@@ -363,3 +363,46 @@ def test_shipped_tiny_eval_config_runs(
     metrics = results["phantom/test"]
     assert metrics["n"] == 2 and "most_frequent" in metrics["baselines"]
     assert (tmp_path / "xraygpt_tiny_eval" / "metrics.json").is_file()
+
+
+def test_test_py_reads_dicom_datasets(
+    phantom: Path,
+    tmp_path: Path,
+    small_model_overrides: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The phantom as DICOMs (``image_ext: dcm``) gives test.py the PNG run's reports."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from xraygpt.processors.dicom import write_dicom
+
+    dicoms = Path(shutil.copytree(phantom, tmp_path / "phantom_dcm"))
+    for png in sorted((dicoms / "image").glob("*.png")):
+        stored = np.asarray(Image.open(png).convert("L")).astype(np.uint16) * 16
+        # LINEAR_EXACT window 2040/4080 maps 16 p back to p / 255: the PNG's pixels exactly.
+        write_dicom(
+            png.with_suffix(".dcm"),
+            stored,
+            bits_stored=12,
+            window=(2040, 4080),
+            tags={"VOILUTFunction": "LINEAR_EXACT"},
+        )
+        png.unlink()
+    test_entry = _test_entry()
+    monkeypatch.chdir(REPO_ROOT)
+    outputs = {}
+    for name, storage, ext in (("png", phantom, "png"), ("dcm", dicoms, "dcm")):
+        cfg = eval_config(storage, tmp_path / name, small_model_overrides)
+        cfg["datasets"]["openi"]["image_ext"] = ext
+        cfg_path = tmp_path / f"{name}.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        test_entry.main(["--cfg-path", str(cfg_path), "--options", "run.max_samples=3"])
+        lines = (tmp_path / name / name / "predictions.jsonl").read_text().splitlines()
+        outputs[name] = [json.loads(x) for x in lines]
+    annotations = json.loads((phantom / "filter_cap.json").read_text())["annotations"]
+    n_test = sum(a["split"] == "test" for a in annotations)
+    assert len(outputs["dcm"]) == min(3, n_test) > 0  # no DICOM skipped as unreadable
+    assert outputs["dcm"] == outputs["png"]  # reports and both baselines

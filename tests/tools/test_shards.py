@@ -157,3 +157,29 @@ def test_cli_writes_shards_and_prints_the_pattern(tmp_path, make_caption_folder,
     ds = MimicBuilder({"data_type": "wds", "build_info": {"shards": pattern}}).build_datasets()
     assert len(list(ds["train"])) == 4
     assert shards_main(["--storage", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_dicom_shards_are_read_from_their_bytes(tmp_path, make_caption_folder):
+    import numpy as np
+    from PIL import Image
+
+    from xraygpt.processors.dicom import write_dicom
+
+    storage = tmp_path / "d"
+    make_caption_folder(storage, n=4)
+    for png in sorted((storage / "image").glob("*.png")):
+        pixels = np.asarray(Image.open(png)).astype(np.uint16) * 16
+        write_dicom(png.with_suffix(".dcm"), pixels, bits_stored=12, photometric="MONOCHROME1")
+    (storage / "image" / "img001.dcm").write_bytes(b"a .dcm that is not DICOM")
+    manifest = write_shards(storage, "train", tmp_path / "s", shard_size=4, image_ext=".dcm")
+    eval_proc = {"train": {"name": "blip2_image_eval", "image_size": 16}}
+    shards = _wds_builder(
+        storage, manifest["pattern"], image_ext="dcm", vis_processor=eval_proc
+    ).build_datasets()["train"]
+    folder = OpenIBuilder(
+        {"build_info": {"storage": str(storage)}, "image_ext": "dcm", "vis_processor": eval_proc}
+    ).build_datasets()["train"]
+    by_id = {s["image_id"]: s["image"] for s in shards}
+    assert sorted(by_id) == ["img000", "img002", "img003"]  # the bad one skipped
+    for i in (0, 2, 3):
+        assert torch.equal(by_id[f"img00{i}"], folder[i]["image"])

@@ -90,12 +90,13 @@ class Chat:
             tensor = image
         else:
             if isinstance(image, str | Path):
-                from PIL import Image
+                # The one reader: PNG, JPEG and DICOM (windowed), 16-bit rescaled.
+                from xraygpt.processors.image_io import load_image
 
                 path = Path(image)
                 if not path.is_file():
                     raise FileNotFoundError(f"image file not found: {path}")
-                image = Image.open(path).convert("RGB")
+                image = load_image(path)
             if self.vis_processor is None:
                 raise ValueError(
                     "Chat got a PIL image or a path but has no vis_processor; pass one "

@@ -1,8 +1,8 @@
 """Reading radiographs from disk as 8-bit RGB, whatever their pixel format.
 
 Chest X-rays come as 8-bit grayscale JPEGs (MIMIC-CXR-JPG), 8- or 16-bit
-grayscale PNGs (OpenI, exports from DICOM), and now and then palette or RGBA
-files. PIL's own ``convert("RGB")`` clips 16-bit values above 255, which turns
+grayscale PNGs (OpenI, exports from DICOM), DICOM files (windowed to 8 bits by
+:mod:`xraygpt.processors.dicom`), and now and then palette or RGBA files. PIL's own ``convert("RGB")`` clips 16-bit values above 255, which turns
 a 16-bit radiograph almost white, so the conversion here rescales such images
 by the range of values they actually use.
 """
@@ -16,6 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
+
+from xraygpt.processors.dicom import looks_like_dicom, read_dicom
 
 # Formats that carry more than 8 bits per pixel (or signed / float values).
 _WIDE_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;32", "I;32S"}
@@ -85,13 +87,26 @@ def to_gray_or_rgb(img: Image.Image) -> Image.Image:
 def open_image(source: ImageSource, draft_size: int | None = None) -> Image.Image:
     """Open and fully decode an image (any mode), optionally with JPEG draft decoding.
 
+    DICOM files (a ``.dcm`` / ``.dicom`` name or the ``DICM`` marker) are
+    windowed to an 8-bit ``L`` image by :func:`xraygpt.processors.dicom.read_dicom`;
+    its :class:`~xraygpt.processors.dicom.DicomError` is a ``ValueError``.
+
     ``draft_size``: when given and the file is a JPEG, let libjpeg decode at
     1/2, 1/4 or 1/8 scale as long as both sides stay at least this large. For
     a 224-pixel model input this is several times faster on full-size
-    MIMIC-CXR JPEGs and loses nothing the final resize would keep.
+    MIMIC-CXR JPEGs and loses nothing the final resize would keep. A windowed
+    DICOM is box-averaged down by the same factors (``Image.reduce``), so the
+    transforms after it see the same sizes as for a JPEG.
     Raises ``FileNotFoundError`` / ``OSError`` / ``PIL.UnidentifiedImageError``
     for missing or unreadable files (callers decide whether to skip).
     """
+    if looks_like_dicom(source):
+        img = read_dicom(source)[0]
+        if draft_size is not None:
+            for factor in (8, 4, 2):
+                if min(img.size) // factor >= draft_size:
+                    return img.reduce(factor)
+        return img
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     img = Image.open(source)
@@ -163,3 +178,35 @@ def downscale_job(job: tuple[str, str, int]) -> tuple[str, str | None]:
         Path(dst).unlink(missing_ok=True)
         return dst, f"{type(err).__name__}: {err}"
     return dst, None
+
+
+def dicom_downscale_job(
+    job: tuple[str, str, int, tuple[str, ...] | None],
+) -> tuple[str, str, str | None, str | None]:
+    """``(src.dcm, dst, max_side, views)`` -> ``(dst, status, view, error or None)``.
+
+    Reads the header first (fast) for the view position: a view outside
+    ``views`` (``None``: all) is ``"other_view"`` and nothing is written; a
+    copy newer than its source is ``"already_present"``; else the DICOM is
+    windowed and written at ``dst`` (``"copied"``; ``max_side`` 0 keeps the full
+    size). ``view`` is the ViewPosition or ``None``. Failures are
+    ``"unreadable"`` with the error, never raised (runs in worker processes).
+    """
+    from xraygpt.processors.dicom import read_dicom_info
+
+    src, dst, max_side, views = job
+    view = None
+    try:
+        view = read_dicom_info(src).view_position
+        if views is not None and (view or "NONE") not in views:
+            return dst, "other_view", view, None
+        target = Path(dst)
+        if target.is_file() and target.stat().st_size > 0:
+            if target.stat().st_mtime >= Path(src).stat().st_mtime:
+                return dst, "already_present", view, None
+        # resize_max_side never enlarges, so "no limit" is any side at least the image's.
+        save_downscaled(src, dst, max_side if max_side > 0 else 1 << 30)
+    except Exception as err:  # noqa: BLE001 - each failure is one unreadable file, reported
+        Path(dst).unlink(missing_ok=True)
+        return dst, "unreadable", view, f"{type(err).__name__}: {err}"
+    return dst, "copied", view, None

@@ -4,6 +4,8 @@
         [--images NLMCXR_png/] --out dataset/openi
     python -m xraygpt.tools.prepare mimic --reports mimic-cxr-reports.zip \\
         --images <mimic-cxr-jpg root> --split-csv mimic-cxr-2.0.0-split.csv.gz --out dataset/mimic
+    python -m xraygpt.tools.prepare mimic --reports mimic-cxr-reports.zip \\
+        --dicom <mimic-cxr root> --split-csv mimic-cxr-2.0.0-split.csv.gz --out dataset/mimic
 
 Each report is filtered and cleaned (:mod:`xraygpt.tools.report_cleaning`);
 every image of a kept report becomes one annotation with the report's summary,
@@ -12,6 +14,11 @@ the split and the report id. With ``--images`` the images are copied to
 already there and newer than their source are kept, so an interrupted run can
 be restarted). ``prepare_stats.json`` records the counts. The output depends
 only on the inputs and the options.
+
+MIMIC-CXR's original DICOM release (``--dicom``, ``files/pXX/p<subject>/s<study>/
+<dicom_id>.dcm``) is windowed to 8-bit JPEGs (:mod:`xraygpt.processors.dicom`),
+keeping the frontal views (ViewPosition PA and AP) unless ``--views`` says
+otherwise; ``prepare_stats.json`` then counts the images of each view.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from tqdm import tqdm
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
 from xraygpt.common.io import atomic_write_json
 from xraygpt.data.annotations import SPLITS, Annotation, write_annotations
-from xraygpt.processors.image_io import downscale_job
+from xraygpt.processors.image_io import dicom_downscale_job, downscale_job
 from xraygpt.tools.report_cleaning import (
     EMPTY_AFTER_CLEANING,
     FILTER_RULES,
@@ -53,6 +60,9 @@ from xraygpt.tools.report_cleaning import (
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIDE = 512
+# Frontal views: what XrayGPT and MIMIC-CXR report-generation work train on.
+DEFAULT_VIEWS = ("PA", "AP")
+NO_VIEW = "NONE"  # the name --views uses for a DICOM without ViewPosition
 
 
 class PrepareError(ValueError):
@@ -240,6 +250,7 @@ def read_mimic_reports(
     images: Path | None,
     chexpert_csv: Path | None,
     counts: Counter,
+    image_suffix: str = ".jpg",
 ) -> Iterator[Report]:
     studies = read_mimic_split(split_csv)
     labels = read_chexpert_labels(chexpert_csv) if chexpert_csv else {}
@@ -255,7 +266,7 @@ def read_mimic_reports(
         sources = {}
         if image_root is not None:
             folder = image_root / f"p{subject[1:3]}" / subject / study
-            sources = {dicom: folder / f"{dicom}.jpg" for dicom in info["dicoms"]}
+            sources = {dicom: folder / f"{dicom}{image_suffix}" for dicom in info["dicoms"]}
         yield Report(
             report_id=study,
             findings=findings,
@@ -320,6 +331,48 @@ def copy_images(
     return failed
 
 
+def copy_dicom_images(
+    jobs: list[tuple[Path, Path]],
+    max_side: int,
+    workers: int,
+    stats: Counter,
+    views: tuple[str, ...] | None,
+    view_counts: dict[str, Counter],
+) -> set[Path]:
+    """Window DICOMs ``src -> dst`` keeping ``views`` (None: all); returns the destinations
+    left out (other views and failures). ``view_counts[view]`` gets ``seen`` and ``kept``."""
+    todo = [(str(src), str(dst), max_side, views) for src, dst in jobs]
+    dropped: set[Path] = set()
+    if not todo:
+        return dropped
+    Path(todo[0][1]).parent.mkdir(parents=True, exist_ok=True)
+    desc = f"DICOM -> JPEG (longer side <= {max_side})" if max_side > 0 else "DICOM -> JPEG"
+    if workers <= 1:
+        results: Iterable[tuple[str, str, str | None, str | None]] = map(dicom_downscale_job, todo)
+        pool = None
+    else:
+        pool = get_context("spawn").Pool(workers)  # spawn: see copy_images
+        results = pool.imap_unordered(dicom_downscale_job, todo, chunksize=16)
+    try:
+        for dst, status, view, error in tqdm(results, total=len(todo), desc=desc, unit="img"):
+            stats[status] += 1
+            if status == "unreadable":
+                dropped.add(Path(dst))
+                log.warning("cannot read source DICOM for %s: %s", dst, error)
+                continue
+            counter = view_counts.setdefault(view or NO_VIEW, Counter())
+            counter["seen"] += 1
+            if status == "other_view":
+                dropped.add(Path(dst))
+            else:
+                counter["kept"] += 1
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return dropped
+
+
 def build_annotations(
     reports: Iterable[Report],
     *,
@@ -331,8 +384,12 @@ def build_annotations(
     workers: int,
     split_of: Callable[[str], str],
     counts: Counter,
+    copier: Callable[[list[tuple[Path, Path]], Counter], set[Path]] | None = None,
 ) -> tuple[list[Annotation], dict[str, Any]]:
-    """Filter, clean and expand reports into annotations; copy images; return the stats."""
+    """Filter, clean and expand reports into annotations; copy images; return the stats.
+
+    ``copier(jobs, image_stats)`` replaces the plain copy (the DICOM path); it
+    returns the destinations whose annotations are left out."""
     cleaning = CleaningStats()
     dropped: Counter = Counter()
     image_stats: Counter = Counter()
@@ -380,7 +437,10 @@ def build_annotations(
     failed: set[Path] = set()
     if images_given:
         jobs = [(src, out / "image" / f"{ann.image_id}{image_ext}") for ann, src in pending if src]
-        failed = copy_images(jobs, max_side, workers, image_stats)
+        if copier is not None:
+            failed = copier(jobs, image_stats)
+        else:
+            failed = copy_images(jobs, max_side, workers, image_stats)
     annotations = []
     for ann, _source in pending:
         if images_given and out / "image" / f"{ann.image_id}{image_ext}" in failed:
@@ -425,6 +485,12 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines.append(f"  cleaning {key:<32}{n:>8}")
     for key, n in stats.get("images", {}).items():
         lines.append(f"  images   {key:<32}{n:>8}")
+    if "views" in stats:
+        kept = stats["views"]["kept"]
+        lines.append(f"  views kept: {kept if isinstance(kept, str) else ', '.join(kept)}")
+        lines.append(f"  {'view':<10}{'seen':>10}{'kept':>10}")
+        for view, row in stats["views"]["counts"].items():
+            lines.append(f"  {view:<10}{row['seen']:>10}{row['kept']:>10}")
     return "\n".join(lines)
 
 
@@ -482,22 +548,61 @@ def prepare_mimic(
     chexpert_csv: Path | None = None,
     max_side: int = DEFAULT_MAX_SIDE,
     workers: int = 1,
+    dicom: Path | None = None,
+    views: Iterable[str] | None = DEFAULT_VIEWS,
 ) -> dict[str, Any]:
-    """Prepare MIMIC-CXR; returns the stats (also written to ``<out>/prepare_stats.json``)."""
+    """Prepare MIMIC-CXR; returns the stats (also written to ``<out>/prepare_stats.json``).
+
+    ``images``: the MIMIC-CXR-JPG root; or ``dicom``: the MIMIC-CXR (DICOM)
+    root, whose images are windowed to JPEGs keeping the ``views`` (ViewPosition
+    values, ``"NONE"`` for files without one; ``None`` keeps all).
+    """
+    if images is not None and dicom is not None:
+        raise PrepareError("give either --images (MIMIC-CXR-JPG) or --dicom (MIMIC-CXR), not both")
     if images is not None and not images.is_dir():
         raise PrepareError(f"MIMIC-CXR-JPG folder not found: {images} (the folder with files/)")
+    if dicom is not None and not dicom.is_dir():
+        raise PrepareError(f"MIMIC-CXR DICOM folder not found: {dicom} (the folder with files/)")
+    kept_views = None if views is None else tuple(sorted({v.strip().upper() for v in views}))
+    if kept_views == ():
+        raise PrepareError("--views needs at least one view position, e.g. PA AP, or all")
+    view_counts: dict[str, Counter] = {}
+    copier = None
+    if dicom is not None:
+
+        def copier(jobs: list[tuple[Path, Path]], image_stats: Counter) -> set[Path]:
+            return copy_dicom_images(jobs, max_side, workers, image_stats, kept_views, view_counts)
+
     counts: Counter = Counter({"not_in_split_csv": 0})
+    root = dicom if dicom is not None else images
     annotations, stats = build_annotations(
-        read_mimic_reports(reports, split_csv, images, chexpert_csv, counts),
+        read_mimic_reports(
+            reports,
+            split_csv,
+            root,
+            chexpert_csv,
+            counts,
+            image_suffix=".dcm" if dicom is not None else ".jpg",
+        ),
         dataset="mimic",
         out=out,
         image_ext=".jpg",
-        images_given=images is not None,
+        images_given=root is not None,
         max_side=max_side,
         workers=workers,
         split_of=lambda rid: "train",
         counts=counts,
+        copier=copier,
     )
+    if dicom is not None:
+        stats["images"]["source"] = "dicom"
+        stats["views"] = {
+            "kept": list(kept_views) if kept_views is not None else "all",
+            "counts": {
+                view: {"seen": c["seen"], "kept": c["kept"]}
+                for view, c in sorted(view_counts.items())
+            },
+        }
     write_outputs(out, annotations, stats)
     return stats
 
@@ -549,6 +654,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="mimic-cxr-2.0.0-chexpert.csv(.gz): adds per-study CheXpert labels (positive = 1)",
     )
+    mimic.add_argument(
+        "--dicom",
+        type=Path,
+        help="the MIMIC-CXR (DICOM) root instead of --images: files/pXX/pSUBJECT/sSTUDY/*.dcm "
+        "are windowed to 8-bit JPEGs",
+    )
+    mimic.add_argument(
+        "--views",
+        nargs="+",
+        default=list(DEFAULT_VIEWS),
+        metavar="VIEW",
+        help="with --dicom: the ViewPosition values to keep (default: %(default)s, the frontal "
+        f"views; e.g. PA AP LATERAL LL; {NO_VIEW} for files without one; all keeps every file)",
+    )
     mimic.add_argument("--out", type=Path, default=Path("dataset/mimic"))
     return parser
 
@@ -577,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
                 chexpert_csv=args.chexpert_csv,
                 max_side=args.max_side,
                 workers=args.workers,
+                dicom=args.dicom,
+                views=None if [v.lower() for v in args.views] == ["all"] else args.views,
             )
     except PrepareError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -585,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out / 'filter_cap.json'} and {args.out / 'prepare_stats.json'}")
     if "images" not in stats:
         print(
-            f"no --images given: image files were neither checked nor copied; "
+            f"no --images{' or --dicom' if args.dataset == 'mimic' else ''} given: image files were neither checked nor copied; "
             f"put them at {args.out / 'image'}/<image_id>{'.png' if args.dataset == 'openi' else '.jpg'}"
         )
     return 0

@@ -94,6 +94,27 @@ def xray_png(tmp_path):
     return path
 
 
+# Recognisable fake patient data in the test DICOMs: it must never reach the user or a log.
+FAKE_PATIENT = {"PatientName": "Zzyzx^Quintessa", "PatientID": "FAKEPID-7731"}
+
+
+@pytest.fixture
+def xray_dicom(tmp_path):
+    """The picture of ``xray_png`` as a 12-bit MONOCHROME1 PA DICOM with fake patient tags."""
+    from xraygpt.processors.dicom import write_dicom
+
+    yy, xx = np.mgrid[0:96, 0:80]
+    pixels = (xx * 2 + ((yy - 48) ** 2 + (xx - 40) ** 2 < 400) * 80).astype(np.uint16) * 16
+    return write_dicom(
+        tmp_path / "chest.dcm",
+        (4095 - pixels).astype(np.uint16),
+        bits_stored=12,
+        photometric="MONOCHROME1",
+        view_position="PA",
+        tags=dict(FAKE_PATIENT),
+    )
+
+
 @pytest.fixture
 def other_xray_png(tmp_path):
     path = tmp_path / "other.png"

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import gradio as gr
 import pytest
@@ -295,3 +296,101 @@ def test_main_reports_a_bad_config_without_a_traceback(tmp_path, caplog):
     bad.write_text("model: {arch: mini_gpt4, model_type: tiny, no_such_key: 1}\n")
     assert main(parser.parse_args(["--cfg-path", str(bad), "--device", "cpu"])) == 2
     assert "no_such_key" in caplog.text
+
+
+# --------------------------------------------------------------------------- DICOM uploads
+
+
+def _no_patient_data(*texts: str) -> None:
+    for text in texts:
+        for value in ("Zzyzx", "Quintessa", "FAKEPID-7731"):
+            assert value not in text
+
+
+def test_dicom_upload_is_windowed_shown_and_continued(
+    handlers, fake_chat, xray_dicom, xray_png, caplog
+):
+    import numpy as np
+    from PIL import Image
+
+    messages, shown, session = handlers.load_image(_upload(xray_dicom), ChatSession())
+    assert _texts(messages) == [
+        (
+            "assistant",
+            "DICOM X-ray 'chest.dcm' loaded (80 × 96 pixels after windowing; view position: "
+            "PA). Ask me about it.",
+        )
+    ]
+    # MONOCHROME1 inverted and the 12 bits scaled: the picture of chest.png again.
+    seen = np.asarray(fake_chat.images[0])[..., 0].astype(int)
+    png = np.asarray(Image.open(xray_png)).astype(int)
+    expected = np.rint((png - png.min()) / (png.max() - png.min()) * 255)
+    assert np.array_equal(seen, expected)
+    # The image box shows the windowed PNG (a browser cannot draw a DICOM) ...
+    assert shown.endswith(".png") and np.array_equal(np.asarray(Image.open(shown)), seen)
+    assert xray_dicom.is_file()  # ... and a file that is not Gradio's upload copy stays put
+    # Asking with what the box now shows continues the same conversation.
+    frames, _, session = _run(handlers, _upload(Path(shown)), "Findings?", session)
+    assert [role for role, _ in _texts(frames[-1])] == ["assistant", "user", "assistant"]
+    assert len(fake_chat.images) == 1
+    _no_patient_data(repr(frames[-1]), repr(session.history), caplog.text)
+
+
+def test_dicom_without_a_view_position_and_refused_dicoms(handlers, tmp_path, caplog):
+    import numpy as np
+
+    from xraygpt.processors.dicom import write_dicom
+
+    plain = write_dicom(tmp_path / "a.dcm", np.full((40, 40), 100, np.uint16))
+    messages, _, _ = handlers.load_image(_upload(plain, "scan.dcm"), ChatSession())
+    assert "view position: not given" in messages[0]["content"]
+
+    colour = write_dicom(
+        tmp_path / "b.dcm", np.zeros((4, 4), np.uint16), tags={"PatientID": "FAKEPID-7731"}
+    )
+    data = colour.read_bytes()
+    colour.write_bytes(data.replace(b"MONOCHROME2", b"RGB        "))
+    messages, shown, session = handlers.load_image(_upload(colour, "colour.dcm"), ChatSession())
+    text = messages[0]["content"]
+    assert text.startswith(WARNING_PREFIX + "'colour.dcm' is a colour DICOM (RGB")
+    assert str(tmp_path) not in text and shown is None and session.conv is None
+
+    junk = tmp_path / "junk.dcm"
+    junk.write_text("Zzyzx^Quintessa was here")
+    messages, _, _ = handlers.load_image(_upload(junk), ChatSession())
+    assert "'junk.dcm' is not a DICOM file" in messages[0]["content"]
+    _no_patient_data(repr(messages), caplog.text)
+
+
+def test_dicom_uploads_are_deleted_from_gradios_upload_cache(
+    handlers, xray_dicom, tmp_path, monkeypatch
+):
+    import shutil
+
+    import pydicom
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    copy = cache / "0123abcd" / "chest.dcm"
+    copy.parent.mkdir(parents=True)
+    shutil.copyfile(xray_dicom, copy)
+    messages, _, session = handlers.load_image(_upload(copy), ChatSession())
+    assert "loaded" in messages[0]["content"] and session.conv is not None
+    assert not copy.exists()  # its header named the patient; only the pixels are kept
+    # The same DICOM sent again (an API caller's /ask) continues, and its copy goes too.
+    again = cache / "4567cdef" / "chest.dcm"
+    again.parent.mkdir()
+    shutil.copyfile(xray_dicom, again)
+    frames, _, same = _run(handlers, _upload(again), "Findings?", session)
+    assert len(frames[-1]) == 3 and same.image_key == session.image_key
+    assert not again.exists()
+    # A refused DICOM is deleted as well.
+    refused = cache / "89abcdef" / "frames.dcm"
+    refused.parent.mkdir()
+    shutil.copyfile(xray_dicom, refused)
+    ds = pydicom.dcmread(refused)
+    ds.NumberOfFrames = 2
+    ds.save_as(refused)
+    messages, _, _ = handlers.load_image(_upload(refused), ChatSession())
+    assert "multi-frame" in messages[0]["content"] and not refused.exists()
+    assert xray_dicom.is_file()  # outside Gradio's cache: left alone

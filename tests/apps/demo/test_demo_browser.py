@@ -181,3 +181,27 @@ def test_reset_stops_the_answer_and_clearing_the_chat_restarts(fake_chat, page, 
         expect(bots.first).to_contain_text("loaded")
     finally:
         demo.close()
+
+
+def test_dicom_button_shows_the_windowed_image(tiny_demo, page, xray_dicom):
+    from playwright.sync_api import expect
+
+    page.goto(tiny_demo.url)
+    expect(page.get_by_text("Research use only.")).to_be_visible(timeout=60_000)
+    with page.expect_file_chooser() as chooser:
+        page.locator("#dicom-upload").click()
+    chooser.value.set_files(str(xray_dicom))
+    bots = page.locator('#chatbot [data-testid="bot"]')
+    expect(bots.first).to_contain_text("DICOM X-ray 'chest.dcm' loaded", timeout=60_000)
+    expect(bots.first).to_contain_text("view position: PA")
+    # The image box now shows the windowed PNG, which a browser can draw.
+    shown = page.locator("#xray-image img")
+    expect(shown).to_be_visible(timeout=30_000)
+    assert (
+        page.evaluate(
+            "() => { const img = document.querySelector('#xray-image img');"
+            " return img.complete && img.naturalWidth; }"
+        )
+        == 80
+    )
+    assert "Zzyzx" not in page.content() and "FAKEPID" not in page.content()

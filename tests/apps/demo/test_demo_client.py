@@ -5,6 +5,7 @@ import struct
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,30 @@ def test_auth_is_required_when_set(fake_chat, xray_png):
         assert "loaded" in _text(messages[-1])
     finally:
         demo.close()
+
+
+@pytest.mark.parametrize("endpoint", ["/upload", "/upload_dicom"])
+def test_dicom_upload_over_http(tiny_demo, xray_dicom, xray_png, endpoint):
+    from gradio.utils import get_upload_folder
+
+    def cached_dicoms() -> set[Path]:
+        return set(Path(get_upload_folder()).rglob("*.dcm"))
+
+    before = cached_dicoms()
+    client = _client(tiny_demo)
+    messages, shown = client.predict(handle_file(str(xray_dicom)), api_name=endpoint)
+    text = _text(messages[-1])
+    assert text == (
+        "DICOM X-ray 'chest.dcm' loaded (80 × 96 pixels after windowing; view position: PA). "
+        "Ask me about it."
+    )
+    # The image box gets the windowed picture (MONOCHROME1 inverted): chest.png, rescaled.
+    png = np.asarray(Image.open(xray_png)).astype(int)
+    expected = np.rint((png - png.min()) / (png.max() - png.min()) * 255)
+    assert np.array_equal(np.asarray(Image.open(shown)).astype(int), expected)
+    # The uploaded file (its header names the patient) is gone from the server's cache.
+    assert cached_dicoms() - before == set()
+    _, final = _ask(client, "What are the findings?")
+    assert not _is_warning(final[-1]) and len(final) == 3
+    for value in ("Zzyzx", "Quintessa", "FAKEPID-7731"):
+        assert value not in repr(final)

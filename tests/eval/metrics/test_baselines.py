@@ -53,3 +53,16 @@ def test_features_are_unit_vectors(tmp_path: Path) -> None:
     assert flat.shape == (32 * 32,) and not flat.any()  # a flat image has no contrast
     gradient = _image(tmp_path / "g.png", np.tile(np.arange(64) * 4, (64, 1)))
     assert np.linalg.norm(image_features(gradient)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_features_of_a_dicom_and_of_a_16_bit_png_match_the_8_bit_image(tmp_path: Path) -> None:
+    from xraygpt.processors.dicom import write_dicom
+
+    pixels = np.tile(np.arange(64) * 4 + 3, (64, 1)).astype(np.uint8)
+    pixels[0, 0], pixels[0, 1] = 0, 255
+    reference = image_features(_image(tmp_path / "g.png", pixels))
+    dicom = write_dicom(tmp_path / "g.dcm", pixels.astype(np.uint16) * 257)  # 16-bit range
+    wide = tmp_path / "g16.png"
+    Image.fromarray(pixels.astype(np.uint16) * 257).save(wide)
+    assert np.array_equal(image_features(dicom), reference)
+    assert np.array_equal(image_features(wide), reference)

@@ -317,6 +317,28 @@ def test_corrupt_image_is_listed(tiny_job, data_copy):
     assert check(result, "phantom: image files").status == PASS
 
 
+def test_dicom_images_are_sampled_through_the_dicom_reader(tiny_job, data_copy):
+    import numpy as np
+    from PIL import Image
+
+    from xraygpt.processors.dicom import write_dicom
+
+    for png in sorted((data_copy / "image").glob("*.png")):
+        pixels = np.asarray(Image.open(png).convert("L")).astype(np.uint16) * 16  # 12 bits
+        write_dicom(png.with_suffix(".dcm"), pixels, bits_stored=12, photometric="MONOCHROME2")
+        png.unlink()
+    bad = data_copy / "image" / "phantom_00004.dcm"
+    bad.write_bytes(bad.read_bytes()[:-500])  # truncated pixel data
+    result = run(
+        tiny_job,
+        f"datasets.phantom.build_info.storage={data_copy}",
+        "datasets.phantom.image_ext=dcm",
+    )
+    assert check(result, "phantom: image files").status == PASS
+    item = assert_fails(result, "phantom: sample images", "9 of 10", str(bad))
+    assert len(item.details) == 1 and "pixel data cannot be decoded" in item.details[0]
+
+
 def test_missing_image_and_wrong_extension(tiny_job, data_copy):
     image = data_copy / "image" / "phantom_00002.png"
     image.rename(image.with_suffix(".jpg"))

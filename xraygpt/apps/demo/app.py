@@ -22,6 +22,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,9 @@ from xraygpt.apps.demo.images import (
     DEFAULT_MAX_PIXELS,
     ImageRejected,
     file_digest,
-    load_upload,
+    read_upload,
 )
+from xraygpt.processors.dicom import DICOM_SUFFIXES, looks_like_dicom
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,10 @@ MSG_QUESTION_TOO_LONG = (
     "Your question is {n:,} characters long; the limit is {limit:,}. Please shorten it."
 )
 MSG_IMAGE_LOADED = "X-ray {name!r} loaded ({width} × {height} pixels). Ask me about it."
+MSG_DICOM_LOADED = (
+    "DICOM X-ray {name!r} loaded ({width} × {height} pixels after windowing; view position: "
+    "{view}). Ask me about it."
+)
 MSG_CONTEXT_FULL = (
     "This conversation has grown too long for the model's context: with room for the "
     "answer it needs {needed:,} of {limit:,} positions, and answering now would push the "
@@ -80,6 +86,7 @@ MSG_MODEL_ERROR = (
 WARNING_PREFIX = "⚠️ "
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 SESSION_TTL_S = 3 * 3600
+SHOWN_DICOM_TTL_S = 60
 
 
 @dataclass
@@ -93,6 +100,9 @@ class ChatSession:
     # The state right after the X-ray was loaded, to restart without re-encoding it.
     start_conv: Any = None
     start_history: list[dict[str, str]] = field(default_factory=list)
+    # For a DICOM: SHA-256 of the windowed PNG the image box shows instead of the file.
+    shown_key: str | None = None
+    shown_path: Path | None = None
 
 
 def _user(text: str) -> dict[str, str]:
@@ -105,6 +115,24 @@ def _bot(text: str) -> dict[str, str]:
 
 def _warning(text: str) -> dict[str, str]:
     return _bot(WARNING_PREFIX + text)
+
+
+def _forget_upload(path: Path) -> None:
+    """Delete an uploaded DICOM from Gradio's upload cache once it has been decoded.
+
+    Its header can name the patient; what the app keeps is the windowed pixels.
+    Files given by path from elsewhere (API callers on this machine, tests) are
+    not Gradio's copies and are left alone.
+    """
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder()).resolve()
+    try:
+        resolved = path.resolve()
+    except OSError:
+        return
+    if cache in resolved.parents:
+        resolved.unlink(missing_ok=True)
 
 
 def _upload_path(image: Any) -> tuple[Path, str] | None:
@@ -147,21 +175,53 @@ class ChatHandlers:
         self.max_question_chars = max_question_chars
         self.max_file_bytes = max_file_bytes
         self.max_image_pixels = max_image_pixels
+        self._shown_dir: Path | None = None
 
     # ------------------------------------------------------------------ images
 
+    def _show_dicom(self, image: Any) -> tuple[Path, str]:
+        """Write the windowed DICOM as a PNG for the image box; returns its path and digest.
+
+        The PNG holds pixels only (no header). Gradio copies it into its cache when
+        it is shown; the copy here lives in a folder removed at exit, and is deleted
+        by a later upload once it is a minute old (by then Gradio has its copy).
+        """
+        if self._shown_dir is None:
+            self._shown_dir = Path(tempfile.mkdtemp(prefix="xraygpt-demo-dicom-"))
+            atexit.register(shutil.rmtree, self._shown_dir, ignore_errors=True)
+        now = time.time()
+        for old in self._shown_dir.glob("*.png"):
+            try:
+                if now - old.stat().st_mtime > SHOWN_DICOM_TTL_S:
+                    old.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+        handle, name = tempfile.mkstemp(suffix=".png", dir=self._shown_dir)
+        with open(handle, "wb") as out:
+            image.convert("L").save(out, format="PNG")  # gray: a third of the bytes
+        return Path(name), file_digest(name)
+
     def _start(self, path: Path, name: str, key: str) -> ChatSession:
         """A new conversation about the X-ray at ``path`` (raises ImageRejected)."""
-        image = load_upload(
+        upload = read_upload(
             path, name=name, max_bytes=self.max_file_bytes, max_pixels=self.max_image_pixels
         )
+        image = upload.image
         conv = self.chat.new_conversation()
         img_list: list = []
         self.chat.upload_img(image, conv, img_list)
         # Sessions can sit idle for hours: keep their image embeddings in host memory,
         # not on the accelerator (Chat moves them back to the model's device per turn).
         img_list = [e.cpu() if isinstance(e, torch.Tensor) else e for e in img_list]
-        notice = [_bot(MSG_IMAGE_LOADED.format(name=name, width=image.width, height=image.height))]
+        size = {"name": name, "width": image.width, "height": image.height}
+        if upload.dicom:
+            notice = [
+                _bot(MSG_DICOM_LOADED.format(**size, view=upload.view_position or "not given"))
+            ]
+            shown_path, shown_key = self._show_dicom(image)
+        else:
+            notice = [_bot(MSG_IMAGE_LOADED.format(**size))]
+            shown_path, shown_key = None, None
         return ChatSession(
             conv=conv,
             img_list=img_list,
@@ -169,6 +229,8 @@ class ChatHandlers:
             history=list(notice),
             start_conv=copy.deepcopy(conv),
             start_history=notice,
+            shown_key=shown_key,
+            shown_path=shown_path,
         )
 
     def _session_for(self, image: Any, session: ChatSession) -> tuple[ChatSession, str | None]:
@@ -186,9 +248,9 @@ class ChatHandlers:
             key = file_digest(path)
         except OSError:
             return ChatSession(), f"The upload of {name!r} did not arrive. Please upload it again."
-        if key == session.image_key:
-            return session, None
         try:
+            if key in (session.image_key, session.shown_key):
+                return session, None
             return self._start(path, name, key), None
         except ImageRejected as err:
             return ChatSession(), str(err)
@@ -196,6 +258,10 @@ class ChatHandlers:
             log.exception("encoding the image %s failed", name)
             kind = type(err).__name__
             return ChatSession(), MSG_MODEL_ERROR.format(doing="reading the image", kind=kind)
+        finally:
+            # Used, repeated or refused: a DICOM's header can name the patient.
+            if looks_like_dicom(path) or Path(name).suffix.lower() in DICOM_SUFFIXES:
+                _forget_upload(path)
 
     def load_image(self, image: Any, session: ChatSession | None) -> tuple:
         """On upload: check and encode the X-ray; a new conversation starts.
@@ -209,6 +275,9 @@ class ChatHandlers:
         if problem is not None:
             # Clear the rejected file from the image box so what is shown is what is used.
             return [_warning(problem)], None, session
+        if session.shown_path is not None and session.shown_path.is_file():
+            # A DICOM: the box shows the windowed image, not the file the browser cannot draw.
+            return list(session.history), str(session.shown_path), session
         return list(session.history), gr.skip(), session
 
     # ------------------------------------------------------------------ questions
@@ -374,9 +443,9 @@ def build_demo(
     most ``max_queue_size``.
     ``model_note`` is shown under the title (which model is answering).
 
-    API endpoints (for ``gradio_client``): ``/upload`` (image), ``/ask``
-    (image, question, beams, temperature; streams), ``/reset``,
-    ``/clear_image``, ``/restart`` (same X-ray, new conversation).
+    API endpoints (for ``gradio_client``): ``/upload`` (image or DICOM), ``/upload_dicom``
+    (the DICOM button's), ``/ask`` (image, question, beams, temperature; streams),
+    ``/reset``, ``/clear_image``, ``/restart`` (same X-ray, new conversation).
     """
     handlers = ChatHandlers(
         chat,
@@ -404,6 +473,14 @@ def build_demo(
                     sources=["upload", "clipboard"],
                     height=340,
                     elem_id="xray-image",
+                )
+                # The image box's file picker offers images only: DICOMs come in here.
+                dicom_upload = gr.UploadButton(
+                    "Upload a DICOM (.dcm)",
+                    file_types=[".dcm", ".dicom"],
+                    file_count="single",
+                    size="sm",
+                    elem_id="dicom-upload",
                 )
                 reset = gr.Button("Reset", variant="secondary", elem_id="reset")
                 with gr.Accordion("Generation settings", open=True):
@@ -468,6 +545,15 @@ def build_demo(
             show_progress="minimal",
             **model_work,
         )
+        dicom_event = dicom_upload.upload(
+            handlers.load_image,
+            inputs=[dicom_upload, session],
+            outputs=[chatbot, image, session],
+            preprocess=False,
+            api_name="upload_dicom",
+            show_progress="minimal",
+            **model_work,
+        )
         ask_event = gr.on(
             triggers=[question.submit, send.click],
             fn=handlers.ask,
@@ -480,7 +566,7 @@ def build_demo(
         )
         # Stop a running answer first, then clear: otherwise its last streamed
         # update can land after the reset and bring the old chat back.
-        reset.click(None, cancels=[ask_event, upload_event], queue=False).then(
+        reset.click(None, cancels=[ask_event, upload_event, dicom_event], queue=False).then(
             handlers.reset,
             outputs=[image, chatbot, question, session],
             api_name="reset",

@@ -4,16 +4,21 @@ Anyone who can open the page can upload anything: a PDF, a truncated PNG, a
 16-bit DICOM export, a 30,000-pixel decompression bomb. Each is turned into
 an :class:`ImageRejected` whose message is written for the person at the
 browser (it names their file, not a server path) and says what to do.
+
+DICOM files are windowed by :mod:`xraygpt.processors.dicom`; of their header
+only the view position comes back (:class:`Upload`), never a patient tag.
 """
 
 from __future__ import annotations
 
 import hashlib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from xraygpt.processors.dicom import DICOM_SUFFIXES, DicomError, looks_like_dicom, read_dicom
 from xraygpt.processors.image_io import to_rgb
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -22,6 +27,15 @@ DEFAULT_MAX_PIXELS = 50_000_000  # a 7000 x 7000 film; digital chest X-rays are 
 
 class ImageRejected(ValueError):
     """An upload the demo cannot use; ``str(err)`` is the message for the user."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A checked upload: the 8-bit RGB image, and for a DICOM its view position."""
+
+    image: Image.Image
+    dicom: bool = False
+    view_position: str | None = None
 
 
 def file_digest(path: str | Path) -> str:
@@ -49,6 +63,28 @@ def load_upload(
     ``name`` is the file name the user knows (the upload's original name);
     ``max_bytes`` and ``max_pixels`` bound the work one upload can cause.
     """
+    return read_upload(path, name=name, max_bytes=max_bytes, max_pixels=max_pixels).image
+
+
+def _read_dicom_upload(path: Path, shown: str, max_pixels: int | None) -> Upload:
+    try:
+        image, info = read_dicom(path, name=repr(shown), max_pixels=max_pixels)
+    except DicomError as err:
+        # The message names the user's file and the problem, never a header value.
+        raise ImageRejected(
+            f"{err}. Please upload a single-frame grayscale DICOM, or a PNG/JPEG export."
+        ) from err
+    return Upload(to_rgb(image), dicom=True, view_position=info.view_position)
+
+
+def read_upload(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> Upload:
+    """:func:`load_upload`, also saying whether the file was a DICOM and its view position."""
     path = Path(path)
     shown = name or path.name
     if not path.is_file():
@@ -61,6 +97,8 @@ def load_upload(
             f"{shown!r} is {_megabytes(size)}; the limit is {_megabytes(max_bytes)}. "
             "Please upload a smaller image (a PNG or JPEG export of the X-ray)."
         )
+    if looks_like_dicom(path) or Path(shown).suffix.lower() in DICOM_SUFFIXES:
+        return _read_dicom_upload(path, shown, max_pixels)
     too_big = ImageRejected(
         f"{shown!r} is too large in pixels (limit {max_pixels or Image.MAX_IMAGE_PIXELS:,} pixels). "
         "Please downscale it, e.g. to about 1000 x 1000 pixels; the model sees 224 x 224."
@@ -97,4 +135,4 @@ def load_upload(
         # PIL reports damaged files with any of these, depending on the format.
         raise ImageRejected(corrupt) from err
     # 16-bit films are stretched by their value range, not clipped (see to_rgb).
-    return to_rgb(image)
+    return Upload(to_rgb(image))

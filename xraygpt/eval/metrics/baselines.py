@@ -36,8 +36,11 @@ def image_features(path: str | Path, size: int = NN_SIZE) -> np.ndarray:
     """Grayscale, ``size`` x ``size``, zero mean, unit norm: a flat float32 vector."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        small = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
+    from xraygpt.processors.image_io import open_image, to_gray_or_rgb
+
+    # open_image reads DICOM too (windowed), and to_gray_or_rgb keeps 16-bit PNGs from clipping.
+    image = to_gray_or_rgb(open_image(path))
+    small = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
     vec = np.asarray(small, dtype=np.float32).reshape(-1)
     vec = vec - vec.mean()
     norm = float(np.linalg.norm(vec))

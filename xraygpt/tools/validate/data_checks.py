@@ -137,6 +137,7 @@ def _check_sample_images(
 ) -> None:
     from PIL import Image
 
+    from xraygpt.processors.dicom import looks_like_dicom
     from xraygpt.processors.image_io import load_image
 
     chosen = ids if n < 0 or n >= len(ids) else random.Random(seed).sample(ids, n)
@@ -144,8 +145,9 @@ def _check_sample_images(
     for image_id in chosen:
         path = image_dir / f"{image_id}{ext}"
         try:
-            with Image.open(path) as probe:
-                probe.verify()  # checksums of PNG chunks; load_image below decodes
+            if not looks_like_dicom(path):  # PIL cannot open a DICOM; load_image can
+                with Image.open(path) as probe:
+                    probe.verify()  # checksums of PNG chunks; load_image below decodes
             load_image(path)
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
             bad.append(f"{path}: {type(err).__name__}: {err}")
