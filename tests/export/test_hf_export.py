@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from xraygpt.export import hf as export_hf
 from xraygpt.export.__main__ import main as export_main
 from xraygpt.models import hf_blip2
 from xraygpt.models.mini_gpt4 import MiniGPT4
+from xraygpt.processors.blip_processors import Blip2ImageEvalProcessor
 
 IMAGE_SIZE = 64
 # A model a little larger than tests/conftest.py's, so that answers depend on the image.
@@ -53,8 +57,17 @@ def build(seed: int = 0, **model: Any) -> tuple[MiniGPT4, Config]:
     cfg = job_config(**model)
     torch.manual_seed(seed)
     built = MiniGPT4.from_config(cfg.model_cfg).eval()
-    with torch.no_grad():  # random weights: make the image count in the answer
-        built.llama_proj.weight.mul_(20)
+    if not model.get("ckpt"):
+        # Random weights barely let the image into the answer: scale up the Q-Former's
+        # cross-attention (image -> queries) and the projection (queries -> LLM).
+        with torch.no_grad():
+            for name, param in built.Qformer.named_parameters():
+                if (
+                    ".crossattention.attention.value." in name
+                    or ".crossattention.output.dense." in name
+                ):
+                    param.mul_(30)
+            built.llama_proj.weight.mul_(20)
     return built, cfg
 
 
@@ -208,3 +221,211 @@ def test_the_folder_holds_configs_with_the_eval_settings(exported) -> None:
     assert gen["do_sample"] is False and gen["suppress_tokens"] == [config["image_token_index"]]
     proc = json.loads((folder / "processor_config.json").read_text())["image_processor"]
     assert proc["size"] == {"height": IMAGE_SIZE, "width": IMAGE_SIZE} and proc["resample"] == 3
+
+
+# ------------------------------------------------------------------ plain transformers
+
+# Runs in a fresh interpreter outside the repository: transformers only.
+STANDALONE = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder, images, question, out = sys.argv[1:5]
+    torch.set_num_threads(1)
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    result = {}
+    for backend in ("pil", None):  # None: transformers' default (torchvision) backend
+        kwargs = {} if backend is None else {"backend": backend}
+        processor = AutoProcessor.from_pretrained(folder, **kwargs)
+        answers, embeds, pixels = [], [], []
+        for path in json.loads(images):
+            messages = [
+                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+            ]
+            prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+            inputs = processor(images=Image.open(path).convert("RGB"), text=prompt, return_tensors="pt")
+            with torch.no_grad():
+                # Blip2 hands generation to its language model, whose defaults come from the
+                # text config: the folder's generation_config.json is passed explicitly.
+                ids = model.generate(
+                    **inputs, generation_config=model.generation_config, tokenizer=processor.tokenizer
+                )
+                feats = model.get_image_features(pixel_values=inputs["pixel_values"])
+            new = ids[0, inputs["input_ids"].shape[1]:]
+            text = processor.decode(new, skip_special_tokens=True)
+            answers.append(text.split("###")[0].split("Doctor:")[-1].strip())
+            embeds.append(feats.pooler_output[0])
+            pixels.append(inputs["pixel_values"][0])
+        result[backend or "default"] = {
+            "answers": answers, "embeds": torch.stack(embeds), "pixels": torch.stack(pixels)
+        }
+    # the one known inexactness: post_layernorm takes the blocks' eps; ln_vision has 1e-5
+    model.vision_model.post_layernorm.eps = 1e-5
+    with torch.no_grad():
+        result["pil"]["embeds_eps_1e-5"] = model.get_image_features(
+            pixel_values=result["pil"]["pixels"]
+        ).pooler_output
+    assert not [m for m in sys.modules if m.split(".")[0] == "xraygpt"]
+    torch.save(result, out)
+    """
+)
+
+
+def run_standalone(folder: Path, images: list[Path], out: Path) -> dict[str, Any]:
+    script = out.parent / "standalone.py"
+    script.write_text(STANDALONE)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["OMP_NUM_THREADS"] = "1"
+    subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(folder),
+            json.dumps([str(p) for p in images]),
+            QUESTION,
+            str(out),
+        ],
+        cwd=out.parent,  # not the repository: nothing of it is importable
+        env=env,
+        check=True,
+        timeout=600,
+    )
+    return torch.load(out, weights_only=True)
+
+
+def project_answers(
+    model: MiniGPT4, images: list[Path]
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Chat's greedy answers to QUESTION about each image, the image embeddings and pixels."""
+    processor = Blip2ImageEvalProcessor(image_size=IMAGE_SIZE)
+    chat = Chat(model, processor)
+    answers, embeds, pixels = [], [], []
+    for path in images:
+        conv, img_list = chat.new_conversation(), []
+        chat.upload_img(str(path), conv, img_list)
+        chat.ask(QUESTION, conv)
+        text, _ = chat.answer(conv, img_list, do_sample=False, max_new_tokens=MAX_NEW)
+        answers.append(text)
+        embeds.append(img_list[0][0])
+        pixels.append(processor(Image.open(path).convert("RGB")))
+    return answers, torch.stack(embeds), torch.stack(pixels)
+
+
+@pytest.mark.slow
+def test_plain_transformers_answers_as_the_project_on_30_phantoms(
+    exported, make_phantom, tmp_path
+) -> None:
+    model, folder = exported
+    images = sorted((make_phantom(30, size=80) / "image").glob("*.png"))
+    assert len(images) == 30
+    ours, our_embeds, our_pixels = project_answers(model, images)
+    theirs = run_standalone(folder, images, tmp_path / "result.pt")
+    pil = theirs["pil"]
+    assert len(set(ours)) > 5, "the answers hardly depend on the image: the check is too weak"
+    equal = sum(a == b for a, b in zip(ours, pil["answers"], strict=True))
+    diff = (pil["embeds"] - our_embeds).abs().max().item()
+    diff_eps = (pil["embeds_eps_1e-5"] - our_embeds).abs().max().item()
+    scale = our_embeds.abs().max().item()  # the test model's embeddings are scaled up
+    default_equal = sum(a == b for a, b in zip(ours, theirs["default"]["answers"], strict=True))
+    default_pixels = (theirs["default"]["pixels"] - our_pixels).abs().max().item()
+    print(
+        f"\nequal answers {equal}/30 (PIL backend), {default_equal}/30 (default torchvision "
+        f"backend, pixel max diff {default_pixels:.2e}); image embeddings max abs diff "
+        f"{diff:.2e} (largest |embedding| {scale:.2e}, relative {diff / scale:.1e}), "
+        f"{diff_eps:.2e} with post_layernorm eps 1e-5"
+    )
+    assert torch.equal(pil["pixels"], our_pixels)
+    assert diff_eps < 1e-5  # all the difference is the post_layernorm eps ...
+    assert diff / scale < 1e-2  # ... and it is small
+    assert equal == 30, [(a, b) for a, b in zip(ours, pil["answers"], strict=True) if a != b]
+
+
+def test_the_pipeline_answers(exported) -> None:
+    from transformers import pipeline
+
+    _, folder = exported
+    pipe = pipeline("image-text-to-text", model=str(folder))
+    image = Image.new("RGB", (80, 80), color=(90, 90, 90))
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}],
+        }
+    ]
+    gen = {"generation_config": pipe.model.generation_config, "tokenizer": pipe.processor.tokenizer}
+    (out,) = pipe(text=messages, return_full_text=False, generate_kwargs=gen)
+    assert isinstance(out["generated_text"], str) and out["generated_text"].strip()
+
+
+def test_export_import_export_gives_identical_tensors(exported, tmp_path) -> None:
+    model, folder = exported
+    # a model with other random weights, then every weight from the folder
+    again, cfg = build(seed=1, ckpt=str(folder))
+    assert torch.equal(again.llama_proj.weight, model.llama_proj.weight)
+    second = tmp_path / "again"
+    export_hf.export_model(again, cfg, second, max_shard_size="200KB")  # sharded this time
+    assert (second / hf_blip2.INDEX_FILE).is_file()
+    first_tensors, second_tensors = tensors_of(folder), tensors_of(second)
+    assert sorted(first_tensors) == sorted(second_tensors)
+    for name, tensor in first_tensors.items():
+        assert torch.equal(tensor, second_tensors[name]), name
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name]), name
+
+
+def test_a_folder_of_another_model_is_refused(exported) -> None:
+    _, folder = exported
+    with pytest.raises(ValueError, match="does not fit|shapes do not fit"):
+        build(ckpt=str(folder), num_query_token=8)
+
+
+def test_a_plain_folder_is_not_taken_for_an_export(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="not one written by"):
+        build(ckpt=str(tmp_path))
+
+
+# ------------------------------------------------------------------ LoRA
+
+
+def lora_model() -> MiniGPT4:
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = build()
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    model.llama_model = get_peft_model(model.llama_model, config)
+    return model
+
+
+def test_lora_is_merged_tensor_by_tensor_as_merge_and_unload() -> None:
+    import copy
+
+    model = lora_model()
+    merged = copy.deepcopy(model.llama_model).merge_and_unload().state_dict()
+    plain = hf_blip2.plain_llm_tensors(model.llama_model)
+    assert sorted(plain) == sorted(merged)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    base = model.llama_model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
+    assert not torch.allclose(plain[q](), base)  # the adapter changed it
+    for name, tensor in merged.items():
+        torch.testing.assert_close(plain[name](), tensor, rtol=0, atol=1e-6, msg=name)
+
+
+def test_a_lora_model_exports_with_the_adapters_merged(tmp_path) -> None:
+    import copy
+
+    from transformers import Blip2ForConditionalGeneration
+
+    model = lora_model()
+    _, cfg = build()
+    export_hf.export_model(model, cfg, tmp_path / "lora")
+    loaded = Blip2ForConditionalGeneration.from_pretrained(tmp_path / "lora")
+    merged = copy.deepcopy(model.llama_model).merge_and_unload()
+    name = "model.layers.1.self_attn.v_proj.weight"
+    torch.testing.assert_close(
+        loaded.language_model.state_dict()[name], merged.state_dict()[name], rtol=0, atol=1e-6
+    )
