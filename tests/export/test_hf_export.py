@@ -429,3 +429,18 @@ def test_a_lora_model_exports_with_the_adapters_merged(tmp_path) -> None:
     torch.testing.assert_close(
         loaded.language_model.state_dict()[name], merged.state_dict()[name], rtol=0, atol=1e-6
     )
+
+
+def test_the_cli_exports_a_shipped_config(tmp_path, capsys) -> None:
+    from transformers import AutoProcessor, Blip2ForConditionalGeneration
+
+    out = tmp_path / "hf"
+    argv = ["hf", "--cfg-path", "eval_configs/xraygpt_tiny_eva_eval.yaml", "--out", str(out)]
+    options = ["model.ckpt=", "model.tokenizer=xraygpt/models/assets/tiny_tokenizer"]
+    assert export_main([*argv, "--options", *options]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shards"] == 1 and report["tensors"] > 0
+    model = Blip2ForConditionalGeneration.from_pretrained(out)
+    assert model.config.num_query_tokens == 16 and model.config.vision_config.image_size == 96
+    assert AutoProcessor.from_pretrained(out).image_processor.size == {"height": 96, "width": 96}
+    assert export_main([*argv, "--options", *options]) == 1  # --out exists now

@@ -380,11 +380,16 @@ def write_shards(
     with tqdm(total=len(plan), desc="writing tensors", unit="tensor") as bar:
         for name, group in zip(names, groups, strict=True):
             shard: dict[str, torch.Tensor] = {}
+            storages: set[int] = set()
             for entry in group:
                 tensor = entry.compute(get).detach()
-                if dtype is not None and tensor.is_floating_point():
+                if dtype is not None and tensor.is_floating_point() and not _keeps_fp32(entry):
                     tensor = tensor.to(dtype)
-                shard[entry.target] = tensor.cpu().contiguous()
+                tensor = tensor.cpu().contiguous()
+                if tensor.untyped_storage().data_ptr() in storages:
+                    tensor = tensor.clone()  # tied weights: safetensors stores each on its own
+                storages.add(tensor.untyped_storage().data_ptr())
+                shard[entry.target] = tensor
                 weight_map[entry.target] = name
                 bar.update()
             save_file(shard, str(folder / name), metadata={"format": "pt"})
@@ -396,6 +401,11 @@ def write_shards(
             folder / hf_blip2.INDEX_FILE,
         )
     return n, total
+
+
+def _keeps_fp32(entry: hf_blip2.Entry) -> bool:
+    """transformers keeps BLIP-2's Q-Former and query tokens in fp32 whatever the dtype."""
+    return entry.target == "query_tokens" or entry.target.startswith("qformer.")
 
 
 def check_names(config: Any, targets: list[str]) -> None:
@@ -514,7 +524,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"largest safetensors shard (default {DEFAULT_SHARD_SIZE})",
     )
     parser.add_argument(
-        "--dtype", default=None, help="cast the weights (float32, float16, bfloat16); default: keep"
+        "--dtype",
+        default=None,
+        help="cast the weights (float32, float16, bfloat16; the Q-Former stays fp32); default: keep",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
