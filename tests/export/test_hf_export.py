@@ -444,3 +444,21 @@ def test_the_cli_exports_a_shipped_config(tmp_path, capsys) -> None:
     assert model.config.num_query_tokens == 16 and model.config.vision_config.image_size == 96
     assert AutoProcessor.from_pretrained(out).image_processor.size == {"height": 96, "width": 96}
     assert export_main([*argv, "--options", *options]) == 1  # --out exists now
+
+
+def test_the_full_size_model_maps_onto_blip2_names_and_shapes() -> None:
+    """EVA-ViT-g + BLIP-2 Q-Former + LLaMA-7B, on the meta device: every name and shape fits."""
+    from transformers import Blip2ForConditionalGeneration
+
+    model = MiniGPT4.from_config(MiniGPT4.default_config("pretrain_vicuna"), device="meta")
+    config = hf_blip2.blip2_config(model, image_token_index=32000, vocab_rows=32001)
+    assert config.vision_config.num_hidden_layers == 39
+    assert config.vision_config.intermediate_size == 6144
+    with torch.device("meta"):
+        reference = Blip2ForConditionalGeneration(config).state_dict()
+    tensors = hf_blip2.model_tensors(model)
+    plan = hf_blip2.to_hf_plan(tensors, vocab_rows=32001)
+    assert sorted(e.target for e in plan) == sorted(reference)
+    for entry in plan:
+        shape = entry.compute(lambda k: tensors[k]()).shape
+        assert shape == reference[entry.target].shape, entry.target

@@ -304,10 +304,6 @@ def is_exported_folder(path: Path) -> bool:
     return path.is_dir() and (path / EXPORT_INFO).is_file() and (path / CONFIG_FILE).is_file()
 
 
-def read_export_info(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / EXPORT_INFO).read_text(encoding="utf-8"))
-
-
 def folder_weight_files(folder: Path) -> dict[str, list[str]]:
     """Shard file -> its tensor names, from the index (or the single file)."""
     index = folder / INDEX_FILE
