@@ -1,0 +1,1 @@
+"""Exporters: the trained model in the ecosystem's formats (``python -m xraygpt.export``)."""

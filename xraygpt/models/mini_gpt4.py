@@ -39,6 +39,7 @@ from transformers import (
 )
 
 import xraygpt.models.convert as convert
+import xraygpt.models.hf_blip2 as hf_blip2
 from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from xraygpt.common.generation import GenerationOptions
@@ -115,7 +116,8 @@ class MiniGPT4Config:
     prompt_template: str = ""
     max_txt_len: int = 32
     end_sym: str = "\n"
-    # checkpoints in the MiniGPT-4 format, loaded in order: a path or a list of paths
+    # checkpoints in the MiniGPT-4 format, loaded in order: a path or a list of paths; a
+    # folder written by ``python -m xraygpt.export hf`` counts as a checkpoint of every weight
     ckpt: Any = ""
 
 
@@ -449,8 +451,13 @@ class MiniGPT4(nn.Module):
             self.load_blip2_state(load_checkpoint(path, "model.q_former_model"), str(path))
             got.update(Qformer=str(path), query_tokens=str(path), ln_vision=str(path))
         for item in _ckpt_paths(cfg.ckpt):
-            path = require_path(item, "ckpt")
-            for module in self.load_ckpt_state(load_checkpoint(path, "model.ckpt"), str(path)):
+            path = resolve_path(item)
+            if path is not None and path.is_dir():  # a folder of python -m xraygpt.export hf
+                modules = self.load_hf_folder(path)
+            else:
+                path = require_path(item, "ckpt")
+                modules = self.load_ckpt_state(load_checkpoint(path, "model.ckpt"), str(path))
+            for module in modules:
                 got[module] = str(path)
         modules = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "llama_proj")
         random_init = [name for name in modules + ("llama_model",) if name not in got]
@@ -553,6 +560,51 @@ class MiniGPT4(nn.Module):
             ", ".join(f"{m} {n}/{totals[m]}" for m, n in loaded.items()),
         )
         return list(loaded)
+
+    def load_hf_folder(self, folder: Path) -> list[str]:
+        """A folder written by ``python -m xraygpt.export hf`` (transformers' BLIP-2 layout).
+
+        It holds the whole model, so every tensor of this model must be there
+        (the names mapped back by :mod:`xraygpt.models.hf_blip2`); shapes must fit.
+        """
+        if not hf_blip2.is_exported_folder(folder):
+            raise FileNotFoundError(
+                f"model.ckpt: {folder} is a folder but not one written by "
+                f"'python -m xraygpt.export hf' (no {hf_blip2.EXPORT_INFO} and "
+                f"{hf_blip2.CONFIG_FILE}); give a checkpoint file or an exported folder"
+            )
+        if hasattr(self.llama_model, "peft_config"):
+            raise ValueError(
+                f"model.ckpt: {folder} holds plain LLM weights (LoRA merged); load it before "
+                f"wrapping the LLM with adapters"
+            )
+        vocab = int(self.llama_model.config.vocab_size)
+        own = self.state_dict()
+        seen: list[str] = []
+        for tensors in hf_blip2.iter_folder_state(folder, vocab):  # one shard in memory at a time
+            fit = fit_state(shapes_of(tensors), shapes_of(own), subset=True)
+            if fit.unexpected:
+                raise ValueError(
+                    f"model.ckpt: {folder} has {len(fit.unexpected)} tensor(s) this model does "
+                    f"not have [{_dotted(list(fit.unexpected))}]; it was exported from another "
+                    "configuration"
+                )
+            self._check_llama_proj(tensors, str(folder))
+            if fit.mismatched:
+                raise ValueError(
+                    f"{folder}: shapes do not fit the model: " + "; ".join(fit.problems())
+                )
+            # One shard at a time: the missing keys are checked once all shards are read.
+            self.load_state_dict(tensors, strict=False)
+            seen += tensors
+        missing = sorted(set(own) - set(seen))
+        if missing:
+            raise ValueError(
+                f"model.ckpt: {folder} lacks {len(missing)} tensor(s) of this model "
+                f"[{_dotted(missing)}]; it was exported from another configuration"
+            )
+        log.info("loaded %d tensors from the exported folder %s", len(seen), folder)
+        return list(convert.group_counts(seen))
 
     def _check_llama_proj(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
         """A projection for an LLM of another size gets its own message: the usual mistake."""
