@@ -160,3 +160,63 @@ def test_mini_gpt4_adapter_checkpoint_loads_by_config(make_model, images, tmp_pa
     assert loaded.generate(images[:1], prompt, max_new_tokens=8) == expected
     for name, value in trained.trainable_state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+@pytest.mark.slow
+def test_test_py_and_the_demo_load_an_adapter_checkpoint(
+    make_model, small_model_overrides, make_phantom, tmp_path, monkeypatch
+):
+    import importlib.util
+    import json
+
+    import yaml
+
+    from xraygpt.common.config import REPO_ROOT, Config
+    from xraygpt.demo.app import build_chat
+
+    options = {**FROZEN_ENCODERS, "lora": {"r": 4, "dropout": 0.0}}
+    trained = make_model(**options)
+    with torch.no_grad():
+        for param in trained.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.3)
+    ckpt = tmp_path / "checkpoint_last.pth"
+    torch.save({"model": trained.trainable_state_dict(), "step": 1}, ckpt)
+    phantom = make_phantom(20)
+    job = {
+        "model": {
+            "arch": "mini_gpt4",
+            "model_type": "tiny",
+            **small_model_overrides,
+            **options,
+            "ckpt": str(ckpt),
+        },
+        "datasets": {
+            "openi": {
+                "build_info": {"storage": str(phantom)},
+                "vis_processor": {"eval": {"name": "blip2_image_eval", "image_size": 64}},
+            }
+        },
+        "run": {
+            "device": "cpu",
+            "output_dir": str(tmp_path / "out"),
+            "batch_size_eval": 2,
+            "max_new_tokens": 4,
+            "num_workers": 0,
+            "meteor": False,
+        },
+    }
+    cfg_path = tmp_path / "lora_eval.yaml"
+    cfg_path.write_text(yaml.safe_dump(job))
+    monkeypatch.chdir(REPO_ROOT)
+
+    chat = build_chat(Config(str(cfg_path), []), "cpu")
+    for name, value in trained.trainable_state_dict().items():
+        assert torch.equal(chat.model.state_dict()[name], value), name
+
+    spec = importlib.util.spec_from_file_location("xraygpt_test_entry", REPO_ROOT / "test.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    entry.main(["--cfg-path", str(cfg_path), "--options", "run.max_samples=2"])
+    lines = (tmp_path / "out" / "lora_eval" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all("generated" in json.loads(x) for x in lines)
