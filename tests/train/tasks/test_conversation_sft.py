@@ -63,8 +63,8 @@ def test_task_builds_tokenised_datasets_and_a_lora_model(files, tmp_path):
     cfg, task = job(files, tmp_path)
     datasets = task.build_datasets(cfg)
     train = datasets["conversations"]["train"]
-    assert isinstance(train, ConversationSFTDataset) and train.packing
-    assert train.stats.conversations == 24 and len(train) < 24  # packed rows
+    assert isinstance(train, ConversationSFTDataset) and train.batching == "grouped"
+    assert train.stats.conversations == 24 and len(train) == 24
     model = task.build_model(cfg)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -77,7 +77,7 @@ def test_task_builds_tokenised_datasets_and_a_lora_model(files, tmp_path):
 
 
 def test_loss_is_the_mean_over_answer_tokens(files, tmp_path):
-    cfg, task = job(files, tmp_path, "model.lora=null", "datasets.conversations.packing=false")
+    cfg, task = job(files, tmp_path, "model.lora=null", "datasets.conversations.batching=random")
     dataset = task.build_datasets(cfg)["conversations"]["val"]
     torch.manual_seed(0)
     model = task.build_model(cfg)
