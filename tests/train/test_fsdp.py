@@ -92,6 +92,7 @@ def test_shard_train_save_and_load_one_process(one_process_group, tmp_path):
     # layers gather in bf16; the root (llama_proj, embeddings, head) computes in fp32
     layer = model.llama_model.model.layers[0]
     assert layer._get_fsdp_state()._mp_policy.param_dtype == torch.bfloat16
+    assert model.llama_model.is_activation_checkpointing
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = [step(model, optimizer) for _ in range(3)]
     assert losses[-1] < losses[0]

@@ -134,8 +134,8 @@ def _enable_activation_checkpointing(model: nn.Module, units: list[nn.Module]) -
         if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
             inside = {id(m) for m in module.modules()} & unit_ids
             if inside - covered:
-                module.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                module.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
                 )
                 covered |= inside
     if covered != unit_ids:
