@@ -54,6 +54,11 @@ def batch() -> dict:
     return {"image": torch.randn(2, 3, 64, 64, generator=gen), "caption": ["no effusion", "clear"]}
 
 
+@pytest.fixture(autouse=True)
+def _one_cpu_thread(one_cpu_thread: None) -> None:
+    """One thread (tests/conftest.py says why)."""
+
+
 @pytest.fixture
 def one_process_group(tmp_path):
     torch_dist.init_process_group(

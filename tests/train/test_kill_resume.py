@@ -67,6 +67,11 @@ FULL = "  freeze_llm: false"
 ITERS = 6
 
 
+@pytest.fixture(autouse=True)
+def _one_cpu_thread(one_cpu_thread: None) -> None:
+    """One thread (tests/conftest.py says why)."""
+
+
 def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
 
