@@ -188,14 +188,14 @@ def test_a_short_run_lowers_the_loss_and_saves_only_adapters(files, tmp_path, ca
 @pytest.mark.slow
 def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path):
     """From phantom reports to conversations, train.py, then the held-out loss before/after."""
-    data = make_phantom(400)
+    data = make_phantom(200)
     env_cmd = [sys.executable, "-m", "xraygpt.tools.conversations"]
     paths = {}
     for split in ("train", "val"):
         paths[split] = tmp_path / f"phantom_{split}.json"
         subprocess.run(
             [*env_cmd, "from-reports", "--annotations", str(data / "filter_cap.json")]
-            + ["--split", split, "--out", str(paths[split]), "--no-progress"],
+            + ["--split", split, "--caption-style", "--out", str(paths[split]), "--no-progress"],
             cwd=REPO_ROOT,
             check=True,
             env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(REPO_ROOT)},
@@ -207,7 +207,7 @@ def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path)
         "model.ckpt=",  # random init: the quickstart's stage-2 LLM is not made here
         "run.device=cpu",
         f"run.output_dir={tmp_path / 'out'}",
-        "run.iters_per_epoch=60",
+        "run.iters_per_epoch=40",
     ]
     cfg_path = str(REPO_ROOT / "train_configs/xraygpt_tiny_sft.yaml")
     env = {"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(REPO_ROOT)}
@@ -229,4 +229,5 @@ def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path)
     )
     losses = json.loads(done.stdout)["assistant_token_loss_nats"]
     print(losses)  # the figures of the report (pytest -s)
-    assert losses["conversations/val tuned"] < losses["conversations/val untuned"] - 1.0
+    # Seen: 6.74 -> 5.46 nats; a random LLM starts near ln(vocabulary).
+    assert losses["conversations/val tuned"] < losses["conversations/val untuned"] - 0.5
