@@ -220,3 +220,28 @@ def test_test_py_and_the_demo_load_an_adapter_checkpoint(
     entry.main(["--cfg-path", str(cfg_path), "--options", "run.max_samples=2"])
     lines = (tmp_path / "out" / "lora_eval" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 2 and all("generated" in json.loads(x) for x in lines)
+
+
+needs_qlora = pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
+    reason="QLoRA needs a CUDA device and bitsandbytes",
+)
+
+
+@pytest.mark.gpu
+@needs_qlora
+def test_qlora_on_cuda_trains_adapters_on_4bit_weights(tmp_path):
+    base = tmp_path / "base"
+    tiny_llama().save_pretrained(str(base))
+    settings = LoraSettings(r=4, quantize_4bit=True)
+    llm = LlamaForCausalLM.from_pretrained(
+        str(base), dtype=torch.bfloat16, **lora.quantized_load_kwargs(settings)
+    )
+    model = apply_lora(llm, settings)
+    assert "Linear4bit" in {type(m).__name__ for m in model.modules()}
+    ids = torch.randint(0, 64, (2, 6), device="cuda")
+    model(input_ids=ids, labels=ids).loss.backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in trained)
+    with pytest.raises(ValueError, match="cannot merge LoRA adapters into 4-bit"):
+        lora.merged_copy(model)
