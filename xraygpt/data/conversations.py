@@ -34,11 +34,14 @@ truncated to ``max_length``, batched one of three ways (``batching``):
 - ``random``: one conversation per row, random order, padded to the batch.
 
 Length grouping was chosen as the default because it measured fastest:
-``python benchmarks/bench_sft_batching.py`` on the tiny LLM (CPU, one thread)
-gave 1.15x the tokens/s of random batches on the phantom conversations and
-1.48x on conversations of varied length, while packing (rows of 512 tokens)
-gave 0.90x and 0.99x — a packed row pays attention over its whole length and
-an explicit block mask instead of the plain causal kernel.
+``python benchmarks/bench_sft_batching.py --conversations <file> --max-length 512``
+on the tiny LLM (CPU, one thread; two runs each, the machine shared) gave
+1.02-1.15x the tokens/s of random batches on the phantom conversations
+(180-350 tokens, 19 % padding at random) and 1.35-1.48x with ``--vary-turns``
+(66-341 tokens, 34 % padding), while packing gave 0.66-0.90x and 0.99-1.01x:
+a packed row pays attention over its whole length and an explicit block mask
+instead of the plain causal kernel. (On a GPU with variable-length attention
+kernels packing may do better: ``batching: packed``.)
 """
 
 from __future__ import annotations
