@@ -19,6 +19,11 @@ from xraygpt.train.tasks.conversation_sft import evaluate_answer_loss, sft_batch
 SMALL_LLM = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 
 
+@pytest.fixture(autouse=True)
+def _one_cpu_thread(one_cpu_thread: None) -> None:
+    """Toy models run faster on one thread (tests/conftest.py says why)."""
+
+
 def conversation(i):
     return {
         "id": f"c{i}",
@@ -231,3 +236,25 @@ def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path)
     print(losses)  # the figures of the report (pytest -s)
     # Seen: 6.74 -> 5.46 nats; a random LLM starts near ln(vocabulary).
     assert losses["conversations/val tuned"] < losses["conversations/val untuned"] - 0.5
+
+
+def test_meta_build_for_the_set_up_validator():
+    """On the meta device: nothing loaded, adapters counted, ckpt shapes without peft's names."""
+    cfg = CausalLM.default_config("vicuna", {"llama_model": "", "llama_preset": None, "lora": {}})
+    model = CausalLM.from_config(cfg, device="meta")
+    assert model.llm_source == "preset llama-7b (random init)"
+    assert next(model.parameters()).device.type == "meta"
+    assert 4_000_000 < model.num_trainable() < 4_300_000  # r 8 on q_proj, v_proj of 32 layers
+    assert "llama_model.model.layers.0.self_attn.q_proj.weight" in model.ckpt_shapes
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4}])
+def test_activation_checkpointing_keeps_every_gradient(lora):
+    cfg = CausalLM.default_config(
+        "tiny", {"gradient_checkpointing": True, "lora": lora, "llama_config": SMALL_LLM}
+    )
+    model = CausalLM.from_config(cfg).train()
+    ids = torch.randint(3, 100, (2, 10))
+    model({"input_ids": ids, "labels": ids})["loss"].backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable)
