@@ -252,7 +252,9 @@ def build_llm(args, device: torch.device, variant: str):
             )
         llm = fsdp.shard_model(llm, device, ["LlamaDecoderLayer"])
     elif args.grad_ckpt:
-        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        llm.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
     return llm
 
 

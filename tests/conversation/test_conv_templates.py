@@ -39,3 +39,28 @@ def test_templates_are_fresh_copies_and_names_are_checked():
         get_conv_template("vicuna")
     with pytest.raises(ValueError, match="role 'Human'"):
         first.append_message("Human", "hi")
+
+
+def test_vicuna_v11_prompt_format():
+    conv = get_conv_template("vicuna_v1.1")
+    conv.append_message("USER", "Hi?")
+    conv.append_message("ASSISTANT", "Hello.")
+    conv.append_message("USER", "Effusion?")
+    conv.append_message("ASSISTANT", None)
+    assert conv.get_prompt() == (
+        "A chat between a curious user and an artificial intelligence assistant. The assistant "
+        "gives helpful, detailed, and polite answers to the user's questions. USER: Hi? "
+        "ASSISTANT: Hello.</s>USER: Effusion? ASSISTANT:"
+    )
+
+
+@pytest.mark.parametrize("name", ["xraygpt", "vicuna_v1.1"])
+def test_segments_concatenate_to_the_prompt_and_mark_the_answers(name):
+    conv = get_conv_template(name)
+    user, assistant = conv.roles
+    for role, text in [(user, "Q1"), (assistant, "A1"), (user, "Q2"), (assistant, "A2")]:
+        conv.append_message(role, text)
+    pieces = conv.segments()
+    assert "".join(text for text, _ in pieces) == conv.get_prompt()
+    end = conv.sep2 or conv.sep
+    assert [text for text, answer in pieces if answer] == [f" A1{end}", f" A2{end}"]

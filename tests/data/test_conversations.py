@@ -1,7 +1,8 @@
-"""Conversation files: validation, mixing, the loss mask, truncation, packing, the builder."""
+"""Conversation files: validation, mixing, the loss mask, truncation, batching, the builder."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -186,9 +187,9 @@ def test_mix_ratios_scale_each_file():
 
 def test_truncation_counted_and_conversations_without_answer_left_dropped(tok):
     long_q = ConversationRecord("long", (("user", "word " * 300), ("assistant", "Yes.")))
-    ds = ConversationSFTDataset([HAND_MADE, long_q], tok, max_length=60, packing=False)
+    ds = ConversationSFTDataset([HAND_MADE, long_q], tok, max_length=60, batching="random")
     assert ds.stats.no_answer_left == 1 and len(ds) == 1  # its answer fell past the cut
-    ds = ConversationSFTDataset([HAND_MADE, HAND_MADE], tok, max_length=40, packing=False)
+    ds = ConversationSFTDataset([HAND_MADE, HAND_MADE], tok, max_length=40, batching="random")
     assert ds.stats.truncated == 2 and ds[0]["truncated"] == 1
     assert len(ds[0]["input_ids"]) == 40
 
@@ -201,7 +202,7 @@ def test_pack_is_greedy_and_keeps_order():
 
 def test_packed_rows_restart_positions(tok):
     records = [ConversationRecord(f"c{i}", HAND_MADE.turns) for i in range(5)]
-    ds = ConversationSFTDataset(records, tok, max_length=100, packing=True)
+    ds = ConversationSFTDataset(records, tok, max_length=100, batching="packed")
     assert len(ds) == 3  # 48 tokens each: two per row of 100
     item = ds[0]
     assert item["position_ids"].tolist() == list(range(48)) * 2
@@ -263,12 +264,49 @@ def test_packing_gives_the_loss_of_separate_conversations(tok):
     )
 
 
-def test_length_grouped_order_covers_everything_once():
-    lengths = [5, 50, 7, 48, 6, 49, 8, 51]
-    batches = length_grouped_order(lengths, batch_size=2, seed=0, megabatch=4)
-    assert sorted(i for b in batches for i in b) == list(range(8))
-    spread = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches]
-    assert max(spread) <= 3
+def test_length_grouped_order_groups_chunks_and_puts_the_longest_first():
+    rng = np.random.default_rng(0)
+    lengths = [int(x) for x in rng.integers(5, 500, size=64)]
+    order = length_grouped_order(lengths, chunk=4, rng=np.random.default_rng(1), megabatch=4)
+    assert sorted(order) == list(range(64))
+    chunks = [order[i : i + 4] for i in range(0, 64, 4)]
+    assert max(lengths[i] for i in chunks[0]) == max(lengths)
+    spread = np.mean([max(lengths[i] for i in c) - min(lengths[i] for i in c) for c in chunks])
+    random_spread = np.mean(
+        [max(c) - min(c) for c in np.array(lengths)[rng.permutation(64)].reshape(16, 4)]
+    )
+    assert spread < random_spread / 2
+    assert order == length_grouped_order(lengths, 4, np.random.default_rng(1), megabatch=4)
+
+
+def test_grouped_batches_through_the_training_loader(tok):
+    """The loader takes the dataset's epoch order: each global batch is of similar length."""
+    from xraygpt.data.loaders import build_train_loader
+
+    records = [
+        ConversationRecord(f"c{i}", (("user", "word " * (3 + 7 * (i % 9))), ("assistant", "Yes.")))
+        for i in range(72)
+    ]
+    grouped = ConversationSFTDataset(records, tok, batching="grouped")
+    plain = ConversationSFTDataset(records, tok, batching="random")
+
+    def spread(dataset, rank=0, world=1):
+        loader = build_train_loader(dataset, batch_size=4, rank=rank, world_size=world, seed=3)
+        batches = [next(loader) for _ in range(9)]
+        return [
+            max(len(t) for t in b["input_ids"]) - min(len(t) for t in b["input_ids"])
+            for b in batches
+        ]
+
+    assert np.mean(spread(grouped)) < np.mean(spread(plain)) / 3
+    assert np.mean(spread(grouped, rank=1, world=2)) < np.mean(spread(plain, rank=1, world=2)) / 3
+    # Resumable: the batches from step 5 on are those of an uninterrupted run.
+    first = build_train_loader(grouped, batch_size=4, seed=3)
+    run = [next(first)["input_ids"] for _ in range(8)]
+    resumed = build_train_loader(grouped, batch_size=4, seed=3, start_step=5)
+    for expected in run[5:]:
+        got = next(resumed)["input_ids"]
+        assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
 
 
 # -- the builder -------------------------------------------------------------------------------
@@ -291,7 +329,7 @@ def test_builder_mixes_files_per_split(tmp_path):
     corpora = builder.build_datasets()
     assert sorted(corpora) == ["train", "val"]
     assert len(corpora["train"]) == 8 and len(corpora["val"]) == 1
-    assert corpora["train"].template == "vicuna_v1.1" and corpora["train"].packing
+    assert corpora["train"].template == "vicuna_v1.1" and corpora["train"].batching == "grouped"
 
 
 def test_builder_config_errors(tmp_path):
@@ -299,5 +337,7 @@ def test_builder_config_errors(tmp_path):
         ConversationsBuilder({})
     with pytest.raises(ConfigError, match="template.*xraygpt"):
         ConversationsBuilder({"files": [{"path": "x.json"}], "template": "nope"})
+    with pytest.raises(ConfigError, match="batching must be one of grouped, packed, random"):
+        ConversationsBuilder({"files": [{"path": "x.json"}], "batching": "sorted"})
     with pytest.raises(ConfigError, match="datasets.conversations"):
         ConversationsBuilder({"files": [{"path": "x.json"}], "max_lenght": 10})

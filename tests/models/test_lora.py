@@ -160,3 +160,88 @@ def test_mini_gpt4_adapter_checkpoint_loads_by_config(make_model, images, tmp_pa
     assert loaded.generate(images[:1], prompt, max_new_tokens=8) == expected
     for name, value in trained.trainable_state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
+
+
+@pytest.mark.slow
+def test_test_py_and_the_demo_load_an_adapter_checkpoint(
+    make_model, small_model_overrides, make_phantom, tmp_path, monkeypatch
+):
+    import importlib.util
+    import json
+
+    import yaml
+
+    from xraygpt.apps.demo.app import build_chat
+    from xraygpt.common.config import REPO_ROOT, Config
+
+    options = {**FROZEN_ENCODERS, "lora": {"r": 4, "dropout": 0.0}}
+    trained = make_model(**options)
+    with torch.no_grad():
+        for param in trained.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.3)
+    ckpt = tmp_path / "checkpoint_last.pth"
+    torch.save({"model": trained.trainable_state_dict(), "step": 1}, ckpt)
+    phantom = make_phantom(20)
+    job = {
+        "model": {
+            "arch": "mini_gpt4",
+            "model_type": "tiny",
+            **small_model_overrides,
+            **options,
+            "ckpt": str(ckpt),
+        },
+        "datasets": {
+            "openi": {
+                "build_info": {"storage": str(phantom)},
+                "vis_processor": {"eval": {"name": "blip2_image_eval", "image_size": 64}},
+            }
+        },
+        "run": {
+            "device": "cpu",
+            "output_dir": str(tmp_path / "out"),
+            "batch_size_eval": 2,
+            "max_new_tokens": 4,
+            "num_workers": 0,
+            "meteor": False,
+        },
+    }
+    cfg_path = tmp_path / "lora_eval.yaml"
+    cfg_path.write_text(yaml.safe_dump(job))
+    monkeypatch.chdir(REPO_ROOT)
+
+    chat = build_chat(Config(str(cfg_path), []), "cpu")
+    for name, value in trained.trainable_state_dict().items():
+        assert torch.equal(chat.model.state_dict()[name], value), name
+
+    spec = importlib.util.spec_from_file_location("xraygpt_test_entry", REPO_ROOT / "test.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    entry.main(["--cfg-path", str(cfg_path), "--options", "run.max_samples=2"])
+    lines = (tmp_path / "out" / "lora_eval" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and all("generated" in json.loads(x) for x in lines)
+
+
+needs_qlora = pytest.mark.skipif(
+    not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None,
+    reason="QLoRA needs a CUDA device and bitsandbytes",
+)
+
+
+@pytest.mark.gpu
+@needs_qlora
+def test_qlora_on_cuda_trains_adapters_on_4bit_weights(tmp_path):
+    base = tmp_path / "base"
+    tiny_llama().save_pretrained(str(base))
+    settings = LoraSettings(r=4, quantize_4bit=True)
+    llm = LlamaForCausalLM.from_pretrained(
+        str(base), dtype=torch.bfloat16, **lora.quantized_load_kwargs(settings)
+    )
+    model = apply_lora(llm, settings)
+    assert "Linear4bit" in {type(m).__name__ for m in model.modules()}
+    ids = torch.randint(0, 64, (2, 6), device="cuda")
+    model(input_ids=ids, labels=ids).loss.backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    assert trained and all(p.grad is not None for p in trained)
+    with pytest.raises(ValueError, match="cannot merge LoRA adapters into 4-bit"):
+        lora.merged_copy(model)

@@ -15,6 +15,12 @@ from xraygpt.tools.conversations import (
 )
 from xraygpt.tools.validate.checklist import FAIL, PASS, Checklist
 
+
+@pytest.fixture(autouse=True)
+def _one_cpu_thread(one_cpu_thread: None) -> None:
+    """Toy models run faster on one thread (tests/conftest.py says why)."""
+
+
 REPORTS = [
     ("r1", "train", "Moderate cardiomegaly. No pleural effusion. Possible pneumonia."),
     ("r2", "train", "The lungs are clear. Heart size is normal. No pneumothorax."),

@@ -54,6 +54,11 @@ def batch() -> dict:
     return {"image": torch.randn(2, 3, 64, 64, generator=gen), "caption": ["no effusion", "clear"]}
 
 
+@pytest.fixture(autouse=True)
+def _one_cpu_thread(one_cpu_thread: None) -> None:
+    """One thread (tests/conftest.py says why)."""
+
+
 @pytest.fixture
 def one_process_group(tmp_path):
     torch_dist.init_process_group(
@@ -92,6 +97,7 @@ def test_shard_train_save_and_load_one_process(one_process_group, tmp_path):
     # layers gather in bf16; the root (llama_proj, embeddings, head) computes in fp32
     layer = model.llama_model.model.layers[0]
     assert layer._get_fsdp_state()._mp_policy.param_dtype == torch.bfloat16
+    assert model.llama_model.is_activation_checkpointing
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = [step(model, optimizer) for _ in range(3)]
     assert losses[-1] < losses[0]
@@ -131,3 +137,19 @@ def test_sharded_checkpoint_loads_into_a_plain_model(one_process_group, tmp_path
         torch_dist.init_process_group(
             "gloo", init_method=f"file://{tmp_path / 'pg2'}", rank=0, world_size=1
         )
+
+
+def test_lora_adapters_shard_too_and_only_they_are_saved(one_process_group, tmp_path):
+    torch.manual_seed(0)
+    options = {**FULL_FT, "freeze_llm": True, "lora": {"r": 4, "dropout": 0.0}}
+    model = MiniGPT4.from_config(MiniGPT4.default_config("tiny", options))
+    model = fsdp.shard_model(model, CPU, ["LlamaDecoderLayer"])
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    step(model, optimizer)
+    fsdp.save_sharded(model, optimizer, {"step": 1}, tmp_path, step=1, keep_last=0)
+    dcp_to_torch_save(tmp_path / "checkpoint_1", tmp_path / "plain.pth")
+    saved = set(torch.load(tmp_path / "plain.pth", weights_only=True)["model"])
+    assert saved - {"llama_proj.weight", "llama_proj.bias"} == {
+        n for n, p in model.named_parameters() if p.requires_grad and ".lora_" in n
+    }
+    assert len(saved) == 2 + 8

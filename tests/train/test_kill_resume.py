@@ -67,6 +67,11 @@ FULL = "  freeze_llm: false"
 ITERS = 6
 
 
+@pytest.fixture(autouse=True)
+def _one_cpu_thread(one_cpu_thread: None) -> None:
+    """One thread (tests/conftest.py says why)."""
+
+
 def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
 
@@ -169,6 +174,14 @@ def test_fsdp_full_fine_tuning_killed_and_resumed_also_on_another_world_size(tmp
     for key, value in full["optimizer"].items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(resumed["optimizer"][key], value), key
+
+    # the sharded folder exports to a plain transformers LLM holding the trained weights
+    from xraygpt.export.llm import load_trained_llm
+
+    exported, _, info = load_trained_llm(cfg, fsdp.find_latest(full_dir), [])
+    assert not info["lora_merged"]
+    for name, value in exported.state_dict().items():
+        assert torch.equal(value, full["model"][f"llama_model.{name}"]), name
 
     # the 2-process shards, resharded for 1 process: the run continues to the end
     run(torchrun(cfg, 1, "run.job_name=one", "run.resume=auto"))

@@ -21,13 +21,27 @@ are exact: only the assistant's answers and the separator that ends each
 (the stop string the model must learn to write) carry loss.
 
 :class:`ConversationSFTDataset` yields token ids, labels and position ids,
-truncated to ``max_length``; with ``packing`` several whole conversations
-share one row of up to ``max_length`` tokens, their position ids restarting
-at 0, from which transformers builds a block-diagonal causal mask (no
-conversation attends to another). Packing was chosen over length-grouped
-batching: it wastes no padding at all, and it keeps the batch order a pure
-function of the seed and step, which exact resumption needs (see
-``benchmarks/bench_sft_batching.py`` for the measured tokens/s).
+truncated to ``max_length``, batched one of three ways (``batching``):
+
+- ``grouped`` (the default): one conversation per row; each epoch's order
+  puts conversations of similar length in the same global batch
+  (:func:`length_grouped_order`, as transformers' ``LengthGroupedSampler``),
+  so little is padded; the order is a pure function of (seed, epoch), so a
+  resumed run sees the same batches;
+- ``packed``: several whole conversations share a row of up to
+  ``max_length`` tokens, position ids restarting at 0 for each, from which
+  transformers builds a block-diagonal causal mask (none attends to another);
+- ``random``: one conversation per row, random order, padded to the batch.
+
+Length grouping was chosen as the default because it measured fastest:
+``python benchmarks/bench_sft_batching.py --conversations <file> --max-length 512``
+on the tiny LLM (CPU, one thread; two runs each, the machine shared) gave
+1.02-1.15x the tokens/s of random batches on the phantom conversations
+(180-350 tokens, 19 % padding at random) and 1.35-1.48x with ``--vary-turns``
+(66-341 tokens, 34 % padding), while packing gave 0.66-0.90x and 0.99-1.01x:
+a packed row pays attention over its whole length and an explicit block mask
+instead of the plain causal kernel. (On a GPU with variable-length attention
+kernels packing may do better: ``batching: packed``.)
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -52,6 +67,10 @@ from xraygpt.common.registry import registry
 from xraygpt.conversation.templates import get_conv_template
 
 log = logging.getLogger(__name__)
+
+BATCHING = ("grouped", "packed", "random")
+# Batches per megabatch whose conversations are sorted by length (transformers' value).
+MEGABATCH = 50
 
 USER, ASSISTANT, SYSTEM = "user", "assistant", "system"
 # The role names FastChat / ShareGPT files use, and what each means here.
@@ -271,7 +290,7 @@ class ConversationSFTDataset(Dataset):
         *,
         template: str = "xraygpt",
         max_length: int = 2048,
-        packing: bool = True,
+        batching: str = "grouped",
         seed: int = 0,
         name: str = "conversations",
         split: str = "train",
@@ -280,7 +299,9 @@ class ConversationSFTDataset(Dataset):
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         self.name, self.split, self.template = name, split, template
-        self.max_length, self.packing = max_length, packing
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
+        self.max_length, self.batching = max_length, batching
         self.stats = TokenStats(conversations=len(records))
         sequences: list[tuple[list[int], list[int], bool]] = []
         for record in records:
@@ -299,7 +320,7 @@ class ConversationSFTDataset(Dataset):
             )
         self.sequences = sequences
         self.stats.lengths = [len(ids) for ids, _, _ in sequences]
-        if packing:
+        if batching == "packed":
             # A seeded shuffle first, so that a row mixes conversations from the whole corpus.
             order = list(range(len(sequences)))
             random.Random(seed).shuffle(order)
@@ -317,7 +338,7 @@ class ConversationSFTDataset(Dataset):
             self.stats.tokens,
             self.stats.answer_tokens,
             len(self.rows),
-            " (packed)" if packing else "",
+            f" ({batching})",
             self.stats.truncated,
             max_length,
             self.stats.no_answer_left,
@@ -325,6 +346,20 @@ class ConversationSFTDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def row_lengths(self) -> list[int]:
+        return [sum(len(self.sequences[i][0]) for i in row) for row in self.rows]
+
+    def epoch_order(self, rng: np.random.Generator, chunk: int) -> np.ndarray | None:
+        """This epoch's order of the rows (``None``: a plain random permutation).
+
+        Called by the training loader with the epoch's seeded generator and
+        ``chunk`` = the global batch (batch size x world size), whose
+        consecutive rows form one step's batches on all ranks.
+        """
+        if self.batching != "grouped":
+            return None
+        return np.asarray(length_grouped_order(self.row_lengths(), chunk, rng), dtype=np.int64)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ids: list[int] = []
@@ -375,21 +410,27 @@ def collate_tokens(
 
 
 def length_grouped_order(
-    lengths: Sequence[int], batch_size: int, seed: int, megabatch: int = 50
-) -> list[list[int]]:
-    """Batches of similar length: a seeded shuffle cut into megabatches of
-    ``megabatch * batch_size``, each sorted by length and cut into batches
-    (transformers' ``LengthGroupedSampler``). For the batching benchmark.
+    lengths: Sequence[int], chunk: int, rng: np.random.Generator, megabatch: int = MEGABATCH
+) -> list[int]:
+    """A permutation in which each run of ``chunk`` indices has similar lengths.
+
+    A random permutation is cut into megabatches of ``megabatch * chunk``,
+    each sorted by length and cut into chunks; the chunks are shuffled and
+    the one with the longest sequence goes first, so a batch that does not
+    fit in memory fails at the first step, not hours in.
     """
-    order = list(range(len(lengths)))
-    random.Random(seed).shuffle(order)
-    size = megabatch * batch_size
-    batches: list[list[int]] = []
-    for start in range(0, len(order), size):
-        chunk = sorted(order[start : start + size], key=lambda i: -lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-    random.Random(seed + 1).shuffle(batches)
-    return batches
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    perm = rng.permutation(len(lengths)).tolist()
+    size = megabatch * chunk
+    chunks: list[list[int]] = []
+    for start in range(0, len(perm), size):
+        mega = sorted(perm[start : start + size], key=lambda i: -lengths[i])
+        chunks += [mega[i : i + chunk] for i in range(0, len(mega), chunk)]
+    chunks = [chunks[i] for i in rng.permutation(len(chunks))]
+    longest = max(range(len(chunks)), key=lambda c: lengths[chunks[c][0]])
+    chunks[0], chunks[longest] = chunks[longest], chunks[0]
+    return [i for c in chunks for i in c]
 
 
 # -- the dataset builder ------------------------------------------------------------
@@ -411,7 +452,7 @@ class ConversationsConfig:
     files: list[ConversationFileConfig] = field(default_factory=list)
     template: str = "xraygpt"  # a conversation template's name (xraygpt, vicuna_v1.1)
     max_length: int = 2048  # tokens per conversation (and per packed row); longer ones are cut
-    packing: bool = True  # several conversations per row (else one, padded to the batch)
+    batching: str = "grouped"  # grouped (by length) | packed | random: see the module docstring
     mix_seed: int = 0  # seeds the fractional ratios' subsets and the packing order
     sample_ratio: float = 1.0  # weight of this dataset when several train together
 
@@ -427,7 +468,7 @@ class ConversationCorpus:
     records: list[ConversationRecord]
     template: str
     max_length: int
-    packing: bool
+    batching: str
     seed: int = 0
     name: str = "conversations"
     split: str = "train"
@@ -443,7 +484,7 @@ class ConversationCorpus:
             tokenizer,
             template=self.template,
             max_length=self.max_length,
-            packing=self.packing,
+            batching=self.batching,
             seed=self.seed,
             name=self.name,
             split=self.split,
@@ -487,6 +528,11 @@ class ConversationsBuilder:
             get_conv_template(self.config.template)
         except KeyError as err:
             raise ConfigError(f"{where}.template: {err.args[0]}") from err
+        if self.config.batching not in BATCHING:
+            raise ConfigError(
+                f"{where}.batching must be one of {', '.join(BATCHING)}, "
+                f"got {self.config.batching!r}"
+            )
         if self.config.max_length < 2:
             raise ConfigError(f"{where}.max_length must be >= 2, got {self.config.max_length}")
 
@@ -523,7 +569,7 @@ class ConversationsBuilder:
                 records=records,
                 template=str(self.config.template),
                 max_length=int(self.config.max_length),
-                packing=bool(self.config.packing),
+                batching=str(self.config.batching),
                 seed=int(self.config.mix_seed),
                 name=self.name,
                 split=split,

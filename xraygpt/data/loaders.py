@@ -9,7 +9,7 @@ interrupted run would have seen next, without decoding the skipped images.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import count
 from typing import Any
 
@@ -38,6 +38,11 @@ class _EndlessBatchSampler(Sampler[list[tuple[int, int]]]):
     start to a multiple of ``world_size`` and rank ``r`` takes positions
     ``r, r + world_size, ...``. Batches run on across epoch boundaries, so
     batch ``k`` holds this rank's stream positions ``k*B .. k*B + B - 1``.
+
+    ``order``, when given, replaces the permutation: ``order(rng, B * world_size)``
+    with the epoch's seeded generator (a dataset's ``epoch_order``, e.g. one that
+    puts samples of similar length in the same global batch); ``None`` from it
+    means a plain permutation.
     """
 
     def __init__(
@@ -49,8 +54,10 @@ class _EndlessBatchSampler(Sampler[list[tuple[int, int]]]):
         seed: int,
         dataset_index: int,
         start_batch: int,
+        order: Callable[[np.random.Generator, int], np.ndarray | None] | None = None,
     ) -> None:
         self.n = n
+        self.order = order
         self.batch_size = batch_size
         self.rank = rank
         self.world_size = world_size
@@ -64,7 +71,8 @@ class _EndlessBatchSampler(Sampler[list[tuple[int, int]]]):
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:
             rng = np.random.default_rng([self.seed, _PERM_TAG, self.dataset_index, epoch])
-            self._perm = rng.permutation(self.n)
+            perm = self.order(rng, self.batch_size * self.world_size) if self.order else None
+            self._perm = rng.permutation(self.n) if perm is None else perm
             self._perm_epoch = epoch
         assert self._perm is not None
         return self._perm
@@ -340,6 +348,7 @@ def build_train_loader(
                 seed,
                 index,
                 start,
+                order=getattr(dataset, "epoch_order", None),
             )
             loaders.append(
                 DataLoader(

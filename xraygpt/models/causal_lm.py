@@ -17,6 +17,7 @@ loaded: the base weights freeze and only the adapters train.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from xraygpt.common.registry import registry
 from xraygpt.models.llm import (
     TINY_TOKENIZER_DIR,
     build_random_llm,
+    folder_config,
     load_pretrained_llm,
     load_tokenizer,
     parse_dtype,
@@ -112,7 +114,12 @@ class CausalLM(nn.Module):
         "vicuna": "configs/models/causal_lm_vicuna.yaml",
     }
 
-    def __init__(self, cfg: Any) -> None:
+    def __init__(self, cfg: Any, *, meta: bool = False) -> None:
+        """Build the tokenizer and the LLM (from ``llama_model``, or random from the preset).
+
+        ``meta``: a build on the meta device (the set-up validator's parameter
+        count): a folder's architecture is read from its ``config.json`` only.
+        """
         super().__init__()
         cfg = as_causal_lm_config(cfg)
         self.cfg = cfg
@@ -126,25 +133,30 @@ class CausalLM(nn.Module):
                     "model.llama_config overrides a preset; it cannot change a pretrained "
                     f"LLM loaded from model.llama_model={cfg.llama_model}"
                 )
-            llm = load_pretrained_llm(folder, dtype, low_resource=False, device_8bit=0)
+            if meta:
+                llm = build_random_llm(folder_config(folder), dtype)
+            else:
+                llm = load_pretrained_llm(folder, dtype, low_resource=False, device_8bit=0)
             self.llm_source = str(folder)
         else:
-            if not cfg.llama_preset:
+            # A meta build without a folder (the validator's, when the folder failed) sizes 7B.
+            preset = cfg.llama_preset or ("llama-7b" if meta else None)
+            if not preset:
                 raise ValueError(
                     "model.llama_model is empty and model.llama_preset is not set: name a "
                     "Vicuna folder, or a preset (llama-7b, llama-13b, tiny)"
                 )
-            config = preset_config(
-                cfg.llama_preset, dict(cfg.llama_config or {}), len(self.llama_tokenizer)
-            )
+            config = preset_config(preset, dict(cfg.llama_config or {}), len(self.llama_tokenizer))
             llm = build_random_llm(config, dtype)
-            self.llm_source = f"preset {cfg.llama_preset} (random init)"
+            self.llm_source = f"preset {preset} (random init)"
         if len(self.llama_tokenizer) > llm.config.vocab_size:
             raise ValueError(
                 f"the tokenizer has {len(self.llama_tokenizer)} tokens but the LLM's "
                 f"vocabulary holds {llm.config.vocab_size}: they do not belong together"
             )
         self.llama_model: nn.Module = llm
+        # What model.ckpt must match: the plain LLM's tensors, whatever adapters come later.
+        self.ckpt_shapes = {f"{LLM_PREFIX}{k}": tuple(v.shape) for k, v in llm.state_dict().items()}
 
     @classmethod
     def default_config(
@@ -160,11 +172,16 @@ class CausalLM(nn.Module):
         return as_causal_lm_config(OmegaConf.merge(default, dict(overrides or {})))
 
     @classmethod
-    def from_config(cls, cfg: Any) -> CausalLM:
-        """Build the LLM, load ``ckpt``, then put on the LoRA adapters if ``lora`` is set."""
+    def from_config(cls, cfg: Any, *, device: str | torch.device | None = None) -> CausalLM:
+        """Build the LLM, load ``ckpt``, then put on the LoRA adapters if ``lora`` is set.
+
+        ``device="meta"`` builds without memory and loads nothing (a parameter count).
+        """
         cfg = as_causal_lm_config(cfg)
-        model = cls(cfg)
-        if cfg.ckpt:
+        meta = device is not None and torch.device(device).type == "meta"
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            model = cls(cfg, meta=meta)
+        if cfg.ckpt and not meta:
             path = require_path(cfg.ckpt, "ckpt")
             model.load_llm_state(load_checkpoint(path, "model.ckpt"), str(path))
         if cfg.lora is not None:
@@ -177,8 +194,8 @@ class CausalLM(nn.Module):
             )
             model.llama_model = apply_lora(model.llama_model, settings)
         if cfg.gradient_checkpointing:
-            model.llama_model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
+            model.llama_model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
             )
             if cfg.lora is not None:
                 # The frozen embeddings' output must need grad, or checkpointed blocks get none.

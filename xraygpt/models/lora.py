@@ -117,7 +117,8 @@ def quantized_load_kwargs(
 ) -> dict[str, Any]:
     """Extra ``from_pretrained`` arguments for the base weights: 4-bit NF4 for QLoRA, else none.
 
-    The model lands on this process's GPU (``LOCAL_RANK`` under torchrun),
+    The model lands on the current GPU (under torchrun: the rank's own, set before the
+    model is built),
     since 4-bit weights cannot be moved after loading.
     """
     if not settings.quantize_4bit:

@@ -77,6 +77,17 @@ def shard_model(
             "run.fsdp=true needs torch.distributed: launch with torchrun, e.g. "
             "torchrun --nproc-per-node 2 train.py ... (also --nproc-per-node 1 for one process)"
         )
+    quantized = [
+        type(m).__name__
+        for m in model.modules()
+        if getattr(m, "is_loaded_in_4bit", False) or getattr(m, "is_loaded_in_8bit", False)
+    ]
+    if quantized:
+        raise ConfigError(
+            f"run.fsdp=true with a quantized LLM ({quantized[0]}: model.low_resource or "
+            f"model.lora.quantize_4bit): FSDP shards full-precision weights only; train "
+            f"QLoRA / 8-bit models with run.fsdp=false (DDP)"
+        )
     units = [m for m in model.modules() if type(m).__name__ in set(layer_classes)]
     if not units:
         raise ConfigError(
@@ -134,8 +145,8 @@ def _enable_activation_checkpointing(model: nn.Module, units: list[nn.Module]) -
         if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
             inside = {id(m) for m in module.modules()} & unit_ids
             if inside - covered:
-                module.gradient_checkpointing_enable(
-                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                module.activation_checkpointing_enable(
+                    activation_checkpointing_kwargs={"use_reentrant": False}
                 )
                 covered |= inside
     if covered != unit_ids:

@@ -19,6 +19,11 @@ from xraygpt.train.tasks.conversation_sft import evaluate_answer_loss, sft_batch
 SMALL_LLM = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 
 
+@pytest.fixture(autouse=True)
+def _one_cpu_thread(one_cpu_thread: None) -> None:
+    """Toy models run faster on one thread (tests/conftest.py says why)."""
+
+
 def conversation(i):
     return {
         "id": f"c{i}",
@@ -63,8 +68,8 @@ def test_task_builds_tokenised_datasets_and_a_lora_model(files, tmp_path):
     cfg, task = job(files, tmp_path)
     datasets = task.build_datasets(cfg)
     train = datasets["conversations"]["train"]
-    assert isinstance(train, ConversationSFTDataset) and train.packing
-    assert train.stats.conversations == 24 and len(train) < 24  # packed rows
+    assert isinstance(train, ConversationSFTDataset) and train.batching == "grouped"
+    assert train.stats.conversations == 24 and len(train) == 24
     model = task.build_model(cfg)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -77,7 +82,7 @@ def test_task_builds_tokenised_datasets_and_a_lora_model(files, tmp_path):
 
 
 def test_loss_is_the_mean_over_answer_tokens(files, tmp_path):
-    cfg, task = job(files, tmp_path, "model.lora=null", "datasets.conversations.packing=false")
+    cfg, task = job(files, tmp_path, "model.lora=null", "datasets.conversations.batching=random")
     dataset = task.build_datasets(cfg)["conversations"]["val"]
     torch.manual_seed(0)
     model = task.build_model(cfg)
@@ -188,14 +193,14 @@ def test_a_short_run_lowers_the_loss_and_saves_only_adapters(files, tmp_path, ca
 @pytest.mark.slow
 def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path):
     """From phantom reports to conversations, train.py, then the held-out loss before/after."""
-    data = make_phantom(400)
+    data = make_phantom(200)
     env_cmd = [sys.executable, "-m", "xraygpt.tools.conversations"]
     paths = {}
     for split in ("train", "val"):
         paths[split] = tmp_path / f"phantom_{split}.json"
         subprocess.run(
             [*env_cmd, "from-reports", "--annotations", str(data / "filter_cap.json")]
-            + ["--split", split, "--out", str(paths[split]), "--no-progress"],
+            + ["--split", split, "--caption-style", "--out", str(paths[split]), "--no-progress"],
             cwd=REPO_ROOT,
             check=True,
             env={"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(REPO_ROOT)},
@@ -207,7 +212,7 @@ def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path)
         "model.ckpt=",  # random init: the quickstart's stage-2 LLM is not made here
         "run.device=cpu",
         f"run.output_dir={tmp_path / 'out'}",
-        "run.iters_per_epoch=60",
+        "run.iters_per_epoch=40",
     ]
     cfg_path = str(REPO_ROOT / "train_configs/xraygpt_tiny_sft.yaml")
     env = {"OMP_NUM_THREADS": "1", "PATH": "", "PYTHONPATH": str(REPO_ROOT)}
@@ -229,4 +234,27 @@ def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path)
     )
     losses = json.loads(done.stdout)["assistant_token_loss_nats"]
     print(losses)  # the figures of the report (pytest -s)
-    assert losses["conversations/val tuned"] < losses["conversations/val untuned"] - 1.0
+    # Seen: 6.74 -> 5.46 nats; a random LLM starts near ln(vocabulary).
+    assert losses["conversations/val tuned"] < losses["conversations/val untuned"] - 0.5
+
+
+def test_meta_build_for_the_set_up_validator():
+    """On the meta device: nothing loaded, adapters counted, ckpt shapes without peft's names."""
+    cfg = CausalLM.default_config("vicuna", {"llama_model": "", "llama_preset": None, "lora": {}})
+    model = CausalLM.from_config(cfg, device="meta")
+    assert model.llm_source == "preset llama-7b (random init)"
+    assert next(model.parameters()).device.type == "meta"
+    assert 4_000_000 < model.num_trainable() < 4_300_000  # r 8 on q_proj, v_proj of 32 layers
+    assert "llama_model.model.layers.0.self_attn.q_proj.weight" in model.ckpt_shapes
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4}])
+def test_activation_checkpointing_keeps_every_gradient(lora):
+    cfg = CausalLM.default_config(
+        "tiny", {"gradient_checkpointing": True, "lora": lora, "llama_config": SMALL_LLM}
+    )
+    model = CausalLM.from_config(cfg).train()
+    ids = torch.randint(3, 100, (2, 10))
+    model({"input_ids": ids, "labels": ids})["loss"].backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable and all(p.grad is not None for p in trainable)

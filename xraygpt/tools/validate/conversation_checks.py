@@ -21,6 +21,7 @@ def check_conversation_files(
     splits: dict[str, int] = {}
     for index, (path, ratio, split) in enumerate(builder.conversation_files):
         check = f"{name}: {path.name}"
+        splits.setdefault(split, 0)
         if not path.is_file():
             out.failed(
                 group,

@@ -135,9 +135,13 @@ def estimate_memory(model: Any, cfg: Any) -> MemoryEstimate:
     for name, child in model.named_children():
         params = list(child.parameters())
         if params:
-            n = sum(p.numel() for p in params)
-            trained = any(p.requires_grad for p in params)
-            parts.append((name, n, params[0].element_size(), trained))
+            # A module with adapters (LoRA) is mostly frozen: count its two kinds apart.
+            for trained in (False, True):
+                group = [p for p in params if p.requires_grad == trained]
+                if group:
+                    label = f"{name} adapters" if trained and len(group) < len(params) else name
+                    n = sum(p.numel() for p in group)
+                    parts.append((label, n, group[0].element_size(), trained))
     query = getattr(model, "query_tokens", None)
     if query is not None:
         parts.append(("query_tokens", query.numel(), query.element_size(), query.requires_grad))
@@ -152,7 +156,12 @@ def estimate_memory(model: Any, cfg: Any) -> MemoryEstimate:
             prompt_tokens, len(model.llama_tokenizer(text, add_special_tokens=False).input_ids)
         )
     queries = query.shape[1] if query is not None else 0
-    seq = 1 + queries + prompt_tokens + int(model.max_txt_len)
+    text_len = getattr(model, "max_txt_len", None)
+    if text_len is None:  # the LLM alone (causal_lm): conversations cut at max_length
+        text_len = max(
+            (int(d.get("max_length") or 0) for d in cfg.datasets_cfg.values()), default=0
+        )
+    seq = 1 + queries + prompt_tokens + int(text_len)
     return MemoryEstimate(
         parts=parts,
         llm_layers=int(llm.config.num_hidden_layers),

@@ -306,7 +306,8 @@ def check_weights(out: Checklist, cfg: Any) -> ModelFacts:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     facts.ckpt_bytes = trainable * 12 + 1024**2  # weights + two AdamW moments, fp32
 
-    expected = shapes_of(model.state_dict())
+    # A model whose ckpt fills it before adapters are put on says what that ckpt holds.
+    expected = getattr(model, "ckpt_shapes", None) or shapes_of(model.state_dict())
     llm = getattr(model, "llama_model", None)
     hidden = int(llm_config["hidden_size"]) if llm_config else None
     if hidden is None and llm is not None:
