@@ -317,6 +317,22 @@ def test_corrupt_image_is_listed(tiny_job, data_copy):
     assert check(result, "phantom: image files").status == PASS
 
 
+def test_too_small_image_is_listed(tiny_job, data_copy):
+    from PIL import Image
+
+    small = data_copy / "image" / "phantom_00002.png"
+    Image.new("L", (1, 1), 100).save(small)  # decodes fine, but is no radiograph
+    result = run(tiny_job, f"datasets.phantom.build_info.storage={data_copy}")
+    item = assert_fails(result, "phantom: sample images", "9 of 10", ">= 32 px", str(small))
+    assert "1x1 px" in item.details[0] and "min_image_size" in item.fix
+    relaxed = run(
+        tiny_job,
+        f"datasets.phantom.build_info.storage={data_copy}",
+        "datasets.phantom.min_image_size=0",
+    )
+    assert check(relaxed, "phantom: sample images").status == PASS
+
+
 def test_missing_image_and_wrong_extension(tiny_job, data_copy):
     image = data_copy / "image" / "phantom_00002.png"
     image.rename(image.with_suffix(".jpg"))

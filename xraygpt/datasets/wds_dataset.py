@@ -23,7 +23,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
 from xraygpt.datasets.annotations import AnnotationError, parse_entry
-from xraygpt.datasets.caption_dataset import IMAGE_ERRORS, CaptionSource, make_sample, read_image
+from xraygpt.datasets.caption_dataset import (
+    DEFAULT_MIN_IMAGE_SIZE,
+    IMAGE_ERRORS,
+    CaptionSource,
+    make_sample,
+    read_image,
+)
 
 _SHUFFLE_TAG = 0x5A17  # keeps the shuffle streams apart from other seeded streams
 
@@ -83,9 +89,15 @@ class ShardCaptionDataset(CaptionSource, IterableDataset):
         shuffle_buffer: int = 1000,
         name: str = "dataset",
         split: str = "train",
+        min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     ) -> None:
         super().__init__(
-            vis_processor, text_processor, on_bad_image=on_bad_image, name=name, split=split
+            vis_processor,
+            text_processor,
+            on_bad_image=on_bad_image,
+            name=name,
+            split=split,
+            min_image_size=min_image_size,
         )
         if not urls:
             raise ValueError(f"dataset {name}/{split} has no shards")
@@ -133,7 +145,7 @@ class ShardCaptionDataset(CaptionSource, IterableDataset):
         try:
             if self.image_key not in raw:
                 raise FileNotFoundError(f"no .{self.image_key} file for this sample")
-            image = read_image(raw[self.image_key], self.vis_processor)
+            image = read_image(raw[self.image_key], self.vis_processor, self.min_image_size)
         except IMAGE_ERRORS as err:
             self.bad_image(f"{ann.image_id} ({where})", err)
             return None
