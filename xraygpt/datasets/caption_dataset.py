@@ -114,6 +114,8 @@ class CaptionSource:
             raise ValueError(f"min_image_size must be >= 0, got {min_image_size}")
         self.on_bad_image = on_bad_image
         self.min_image_size = min_image_size
+        # Shard datasets leave bad images out of the stream; evaluation reports their ids.
+        self.skipped_ids: list[str] = []
         self.name = name
         self.split = split
         self.sample_ratio = 1.0  # set by the builder from the config

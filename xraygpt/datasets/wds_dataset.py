@@ -148,6 +148,7 @@ class ShardCaptionDataset(CaptionSource, IterableDataset):
             image = read_image(raw[self.image_key], self.vis_processor, self.min_image_size)
         except IMAGE_ERRORS as err:
             self.bad_image(f"{ann.image_id} ({where})", err)
+            self.skipped_ids.append(ann.image_id)
             return None
         return make_sample(ann, image, self.text_processor)
 

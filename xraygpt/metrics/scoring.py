@@ -249,6 +249,11 @@ def format_table(metrics: Mapping[str, Any]) -> str:
         cells = "".join(f"{'-' if v is None else f'{v:.4f}':>{width + 2}s}" for v in values)
         lines.append(f"{label:16s}{cells}")
     lines.append(f"n = {metrics['n']} reports")
+    bad = metrics.get("skipped_images") or {}
+    if bad.get("count"):
+        ids = list(bad.get("image_ids", []))
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        lines.append(f"images skipped (unreadable or too small): {bad['count']}: {shown}")
     for metric, reason in metrics.get("skipped", {}).items():
         lines.append(f"{metric} skipped: {reason}")
     return "\n".join(lines)
