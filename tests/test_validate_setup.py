@@ -514,6 +514,19 @@ def test_checkpoint_that_is_not_weights_only(full, tmp_path):
     assert_fails(result, "checkpoint model.ckpt", "weights_only=True")
 
 
+def test_empty_and_truncated_checkpoints_say_so(full, tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    result = run(full["job"], f"model.ckpt={empty}")
+    item = assert_fails(result, "checkpoint model.ckpt", "is empty (0 bytes)", str(empty))
+    assert "EOFError" not in item.message
+    whole = full["root"] / "stage1.pth"
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(whole.read_bytes()[:-200])
+    result = run(full["job"], f"model.ckpt={cut}")
+    assert_fails(result, "checkpoint model.ckpt", "is truncated", "Download or copy it again")
+
+
 def test_missing_stage1_checkpoint_names_the_job_that_writes_it(full, tmp_path):
     path = tmp_path / "output" / "xraygpt_mimic_pretrain" / "checkpoint_last.pth"
     result = run(full["job"], f"model.ckpt={path}")

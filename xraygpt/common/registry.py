@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from xraygpt.common.errors import XrayGPTError
+
 T = TypeVar("T")
 
 KINDS = (
@@ -27,7 +29,7 @@ KINDS = (
 )
 
 
-class RegistryError(KeyError):
+class RegistryError(XrayGPTError, KeyError):
     """An unknown or duplicate registry name."""
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from xraygpt.common.constants import IMAGE_PLACEHOLDER
+from xraygpt.common.errors import MissingFileError, XrayGPTError
 from xraygpt.conversation.templates import IMAGE_MESSAGE, Conversation, get_conv_template
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ DEFAULT_GENERATION: dict[str, Any] = {
 }
 
 
-class ContextTooLongError(ValueError):
+class ContextTooLongError(XrayGPTError, ValueError):
     """Even the newest turn (with the room for the answer) does not fit in ``max_length``."""
 
 
@@ -105,7 +106,7 @@ class Chat:
 
                 path = Path(image)
                 if not path.is_file():
-                    raise FileNotFoundError(f"image file not found: {path}")
+                    raise MissingFileError(f"image file not found: {path}")
                 image = Image.open(path).convert("RGB")
             if self.vis_processor is None:
                 raise ValueError(

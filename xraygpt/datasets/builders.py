@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import Dataset
 
 from xraygpt.common.config import PACKAGE_ROOT, ConfigError, load_yaml
+from xraygpt.common.errors import MissingFileError
 from xraygpt.common.registry import registry
 from xraygpt.datasets.annotations import SPLITS, load_annotations, split_annotations
 from xraygpt.datasets.caption_dataset import DEFAULT_MIN_IMAGE_SIZE, ON_BAD_IMAGE, CaptionDataset
@@ -166,8 +167,8 @@ class CaptionBuilder:
 
     # -- datasets ------------------------------------------------------------
 
-    def _missing(self, what: str, path: Path) -> FileNotFoundError:
-        return FileNotFoundError(
+    def _missing(self, what: str, path: Path) -> MissingFileError:
+        return MissingFileError(
             f"{what} of dataset {self.name} not found: {path} "
             f"(build_info.storage is {str(self.storage)!r}, relative to the current folder "
             f"{Path.cwd()}); prepare it with: {self.PREPARE_COMMAND}"

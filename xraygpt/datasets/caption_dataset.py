@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from xraygpt.common.errors import XrayGPTError
 from xraygpt.datasets.annotations import Annotation
 from xraygpt.processors.image_io import ImageSource, load_image
 
@@ -54,7 +55,7 @@ IMAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class BadImageError(RuntimeError):
+class BadImageError(XrayGPTError, RuntimeError):
     """An image that cannot be read while ``on_bad_image`` is ``error``."""
 
 

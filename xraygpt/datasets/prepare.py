@@ -38,6 +38,7 @@ from typing import Any
 from tqdm import tqdm
 
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
+from xraygpt.common.errors import DataError
 from xraygpt.common.io import atomic_write_json
 from xraygpt.datasets.annotations import SPLITS, Annotation, write_annotations
 from xraygpt.datasets.report_cleaning import (
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_SIDE = 512
 
 
-class PrepareError(ValueError):
+class PrepareError(DataError):
     """Input that prepare cannot use; the message names the file."""
 
 

@@ -22,6 +22,7 @@ from braceexpand import braceexpand
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
+from xraygpt.common.errors import MissingFileError
 from xraygpt.datasets.annotations import AnnotationError, parse_entry
 from xraygpt.datasets.caption_dataset import (
     DEFAULT_MIN_IMAGE_SIZE,
@@ -42,10 +43,10 @@ def expand_shards(pattern: str | list[str]) -> list[str]:
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     urls = [url for item in patterns for url in braceexpand(str(item))]
     if not urls:
-        raise FileNotFoundError(f"shard pattern {pattern!r} names no files")
+        raise MissingFileError(f"shard pattern {pattern!r} names no files")
     missing = [url for url in urls if not Path(url).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{len(missing)} of {len(urls)} shards of {pattern!r} not found, e.g. {missing[0]}; "
             f"write them with: python -m xraygpt.datasets.shards --storage <dataset folder> "
             f"--split train --out <shard folder>"
@@ -144,7 +145,7 @@ class ShardCaptionDataset(CaptionSource, IterableDataset):
         ann = parse_entry(json.loads(raw["json"]), where)
         try:
             if self.image_key not in raw:
-                raise FileNotFoundError(f"no .{self.image_key} file for this sample")
+                raise MissingFileError(f"no .{self.image_key} file for this sample")
             image = read_image(raw[self.image_key], self.vis_processor, self.min_image_size)
         except IMAGE_ERRORS as err:
             self.bad_image(f"{ann.image_id} ({where})", err)

@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from xraygpt.common.errors import MissingFileError
 from xraygpt.metrics.labeler import POSITIVE, label_report
 
 ARCHIVE_NAME = "NLMCXR_reports.tgz"
@@ -131,7 +132,7 @@ def find_archive() -> Path:
     """The report archive inside the installed ``torchxrayvision`` (not imported: it is slow)."""
     spec = importlib.util.find_spec("torchxrayvision")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"the OpenI report archive {ARCHIVE_NAME} comes with the torchxrayvision package, "
             f"which is not installed: pip install -r requirements.txt"
         )
@@ -139,7 +140,7 @@ def find_archive() -> Path:
         path = Path(folder) / "data" / ARCHIVE_NAME
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{ARCHIVE_NAME} not found in torchxrayvision's data folder "
         f"({', '.join(spec.submodule_search_locations)}); reinstall torchxrayvision"
     )

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from xraygpt.common.errors import DataError, MissingFileError
 from xraygpt.common.io import atomic_write_text
 from xraygpt.metrics.clinical import clinical_efficacy
 from xraygpt.metrics.labeler import BINARY_DEFINITION, label_report, to_binary
@@ -46,7 +47,7 @@ BASELINE_DESCRIPTIONS = {
 }
 
 
-class PredictionsError(ValueError):
+class PredictionsError(DataError):
     """A predictions file that cannot be scored as it stands."""
 
 
@@ -82,7 +83,7 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """The records of a predictions file; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"predictions file not found: {path}")
+        raise MissingFileError(f"predictions file not found: {path}")
     records = []
     with path.open(encoding="utf-8") as handle:
         for lineno, line in enumerate(handle, 1):

@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from xraygpt.common.config import PACKAGE_ROOT
+from xraygpt.common.errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def folder_config(folder: Path) -> LlamaConfig:
     """The architecture of a HF LLaMA folder, read from its ``config.json`` only."""
     path = folder / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.llama_model={folder} has no config.json; it must be a HF-format "
             f"LLaMA/Vicuna folder (config.json, weights, tokenizer files)"
         )

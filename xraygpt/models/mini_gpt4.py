@@ -38,8 +38,9 @@ from transformers import (
     TextIteratorStreamer,
 )
 
-from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT
+from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT, ConfigError
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
+from xraygpt.common.errors import CheckpointError, MissingFileError
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
 from xraygpt.models import convert
@@ -141,7 +142,7 @@ def require_path(value: str, key: str, *, folder: bool = False, hint: str = "") 
     ok = path is not None and (path.is_dir() if folder else path.is_file())
     if not ok:
         what = "folder" if folder else "file"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.{key}: {what} {value!r} not found (looked at {path}). {hint}".rstrip()
         )
     return path
@@ -154,7 +155,7 @@ def as_model_config(cfg: Any) -> DictConfig:
     try:
         return OmegaConf.merge(OmegaConf.structured(MiniGPT4Config), cfg)
     except OmegaConfBaseException as err:
-        raise ValueError(f"model config: {err}") from err
+        raise ConfigError(f"model config: {err}") from err
 
 
 def _ckpt_paths(value: Any) -> list[str]:
@@ -164,7 +165,7 @@ def _ckpt_paths(value: Any) -> list[str]:
         return [value]
     items = list(value)
     if not all(isinstance(item, str) and item for item in items):
-        raise ValueError(f"model.ckpt must be a path or a list of paths, got {value!r}")
+        raise ConfigError(f"model.ckpt must be a path or a list of paths, got {value!r}")
     return items
 
 
@@ -199,14 +200,14 @@ class MiniGPT4(nn.Module):
         self.max_txt_len = int(cfg.max_txt_len)
         self.end_sym = str(cfg.end_sym)
         if not self.end_sym:
-            raise ValueError("model.end_sym must not be empty")
+            raise ConfigError("model.end_sym must not be empty")
 
         # --- vision encoder + ln_vision
         vit_dtype = parse_dtype(cfg.vit_precision, "model.vit_precision")
         if self.low_resource:
             vit_dtype = torch.float32  # it runs on the CPU then, as in the original
         if vit_dtype != torch.float32 and not self.freeze_vit:
-            raise ValueError(
+            raise ConfigError(
                 f"model.vit_precision={cfg.vit_precision} with freeze_vit=false would train "
                 f"half-precision weights; use vit_precision=fp32 (AMP still applies)"
             )
@@ -228,7 +229,7 @@ class MiniGPT4(nn.Module):
         # --- prompts
         self.prompt_template = str(cfg.prompt_template or "{}")
         if self.prompt_template.count("{}") != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"model.prompt_template={cfg.prompt_template!r} must hold exactly one '{{}}' "
                 f"(where the prompt goes)"
             )
@@ -252,7 +253,7 @@ class MiniGPT4(nn.Module):
         unknown = sorted(k for k in overrides if not hasattr(reference, k))
         if unknown or "encoder_hidden_size" in overrides:
             bad = unknown + (["encoder_hidden_size"] if "encoder_hidden_size" in overrides else [])
-            raise ValueError(
+            raise ConfigError(
                 f"model.qformer_config: key(s) {bad} not allowed (encoder_hidden_size comes "
                 f"from the vision encoder; others must be Blip2QFormerConfig fields)"
             )
@@ -264,7 +265,7 @@ class MiniGPT4(nn.Module):
         """(tokenizer, LLM, where the LLM came from, whether its weights are pretrained)."""
         dtype = parse_dtype(cfg.llm_dtype, "model.llm_dtype")
         if dtype != torch.float32 and not cfg.freeze_llm:
-            raise ValueError(
+            raise ConfigError(
                 f"model.llm_dtype={cfg.llm_dtype} with freeze_llm=false would train "
                 f"half-precision weights; use llm_dtype=float32"
             )
@@ -294,7 +295,7 @@ class MiniGPT4(nn.Module):
 
         if folder is not None and not meta:
             if cfg.llama_config:
-                raise ValueError(
+                raise ConfigError(
                     "model.llama_config overrides a preset; it cannot change a pretrained "
                     f"LLM loaded from model.llama_model={cfg.llama_model}"
                 )
@@ -302,14 +303,14 @@ class MiniGPT4(nn.Module):
             source, pretrained = str(folder), True
         else:
             if self.low_resource and not meta:
-                raise ValueError("model.low_resource=true needs a pretrained model.llama_model")
+                raise ConfigError("model.low_resource=true needs a pretrained model.llama_model")
             if folder is not None:
                 config = folder_config(folder)
                 source = f"{folder} (architecture only)"
             else:
                 preset = cfg.llama_preset or ("llama-7b" if meta else None)
                 if preset is None:
-                    raise ValueError(
+                    raise ConfigError(
                         "model.llama_model is empty and model.llama_preset is not set: "
                         "name a Vicuna folder, or a preset (llama-7b, llama-13b, tiny) "
                         "for a randomly initialised LLM"
@@ -319,7 +320,7 @@ class MiniGPT4(nn.Module):
             llm = build_random_llm(config, dtype)
             pretrained = False
         if len(tokenizer) > llm.config.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the tokenizer ({tok_path}) has {len(tokenizer)} tokens but the LLM's "
                 f"vocabulary holds {llm.config.vocab_size}: they do not belong together"
             )
@@ -333,7 +334,7 @@ class MiniGPT4(nn.Module):
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         usable = [line for line in lines if IMAGE_PLACEHOLDER in line]
         if not usable:
-            raise ValueError(
+            raise ConfigError(
                 f"model.prompt_path {path} has no line with {IMAGE_PLACEHOLDER}; each prompt "
                 f"must say where the image goes"
             )
@@ -374,7 +375,7 @@ class MiniGPT4(nn.Module):
     ) -> DictConfig:
         """The validated default config of ``model_type``, with ``overrides`` on top."""
         if model_type not in cls.PRETRAINED_MODEL_CONFIG_DICT:
-            raise ValueError(
+            raise ConfigError(
                 f"mini_gpt4 has no model_type {model_type!r}; "
                 f"known: {', '.join(cls.PRETRAINED_MODEL_CONFIG_DICT)}"
             )
@@ -451,7 +452,7 @@ class MiniGPT4(nn.Module):
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source} does not fit vision encoder {self.cfg.vit_model!r}: "
                 f"{len(missing)} missing key(s) [{_dotted(missing)}], "
                 f"{len(unexpected)} unexpected key(s) [{_dotted(unexpected)}]"
@@ -476,7 +477,7 @@ class MiniGPT4(nn.Module):
         missing = sorted(set(wanted) - set(converted.tensors))
         extra = sorted(set(converted.tensors) - set(wanted))
         if missing or extra:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source} (model.q_former_model) does not fit the Q-Former: "
                 f"{len(missing)} missing [{_dotted(missing)}], "
                 f"{len(extra)} unexpected [{_dotted(extra)}] (after the LAVIS -> HF key mapping)"
@@ -510,12 +511,12 @@ class MiniGPT4(nn.Module):
         own = self.state_dict()
         unexpected = sorted(set(tensors) - set(own))
         if unexpected:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source} (model.ckpt) has {len(unexpected)} key(s) this model does not have: "
                 f"{_dotted(unexpected)}; it was saved from a different model configuration"
             )
         if not tensors:
-            raise ValueError(f"{source} (model.ckpt) holds no tensor of this model")
+            raise CheckpointError(f"{source} (model.ckpt) holds no tensor of this model")
         self._check_shapes(tensors, source)
         self.load_state_dict(tensors, strict=False)
         loaded = convert.group_counts(tensors)
@@ -532,7 +533,7 @@ class MiniGPT4(nn.Module):
         own = self.state_dict()
         proj = tensors.get("llama_proj.weight")
         if proj is not None and proj.shape != own["llama_proj.weight"].shape:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: llama_proj maps {proj.shape[1]} -> {proj.shape[0]} but this model "
                 f"needs {own['llama_proj.weight'].shape[1]} -> "
                 f"{own['llama_proj.weight'].shape[0]} (the LLM's hidden size). The checkpoint "
@@ -545,7 +546,7 @@ class MiniGPT4(nn.Module):
             if k in own and v.shape != own[k].shape
         ]
         if bad:
-            raise ValueError(f"{source}: shapes do not fit the model: {_dotted(bad)}")
+            raise CheckpointError(f"{source}: shapes do not fit the model: {_dotted(bad)}")
 
     # ------------------------------------------------------------- helpers
 

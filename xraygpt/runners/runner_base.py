@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from xraygpt.common import dist
 from xraygpt.common.config import Config, ConfigError
+from xraygpt.common.errors import CheckpointError, XrayGPTError
 from xraygpt.common.io import atomic_write_text, load_checkpoint
 from xraygpt.common.launch import seed_everything
 from xraygpt.common.registry import registry
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 LoaderFactory = Callable[[int], Iterator[dict]]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(XrayGPTError, RuntimeError):
     """Training stopped after too many consecutive steps with a NaN/inf loss or gradient."""
 
 
@@ -225,7 +226,7 @@ class RunnerBase:
         ckpt = load_checkpoint(path, "run.resume checkpoint")
         missing = [k for k in ("model", "optimizer", "lr_sched", "step") if k not in ckpt]
         if missing:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is not a training checkpoint of this runner (no {', '.join(missing)}); "
                 f"to start from weights only, use model.ckpt instead"
             )

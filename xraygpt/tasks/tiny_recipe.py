@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xraygpt.common.errors import MissingFileError
 from xraygpt.datasets.phantom import PHANTOM_OBSERVATIONS
 
 STAGES = ("xraygpt_tiny_stage1", "xraygpt_tiny_stage2", "xraygpt_tiny_stage3")
@@ -153,7 +154,7 @@ def summarize(output: str | Path, data: str | Path, *, losses: bool = True) -> d
     output, data = Path(output), Path(data)
     metrics_path = output / EVAL_JOB / "metrics.json"
     if not metrics_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{metrics_path} not found: run test.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml "
             f"(or quickstart.sh) first"
         )

@@ -167,8 +167,8 @@ def _check_sample_images(
         f"{name}: sample images",
         not bad,
         f"{len(chosen) - len(bad)} of {len(chosen)} images decode"
-        + (f" at >= {min_size} px a side" if min_size else "")
-        + (" (all)" if len(chosen) == len(ids) else f" (a random sample of the {len(ids)})"),
+        + (" (all)" if len(chosen) == len(ids) else f" (a random sample of the {len(ids)})")
+        + (f", each at >= {min_size} px a side" if min_size else ""),
         "replace the unreadable or too small files (re-download or re-extract them) or remove "
         "their entries from the annotation file"
         + (f" (or lower {key}.min_image_size)" if min_size and key else "")
