@@ -14,6 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from xraygpt.common.errors import run_main
 from xraygpt.common.launch import build_parser
 from xraygpt.demo.cli import add_demo_arguments
 
@@ -24,9 +25,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     # Imported after parsing: --help and flag errors answer without loading Gradio.
-    from xraygpt.demo.app import main
+    from xraygpt.demo.app import main as serve
 
-    sys.exit(main(args))
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

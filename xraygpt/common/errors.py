@@ -43,6 +43,14 @@ class CheckpointError(XrayGPTError, RuntimeError, ValueError):
     errors were, and a ``ValueError`` as mismatches were.)"""
 
 
+class UsageError(XrayGPTError, ValueError):
+    """A command-line flag that cannot be used as given (a device, a size)."""
+
+
+class OutputExistsError(XrayGPTError, FileExistsError):
+    """An output folder that already holds the results of another run."""
+
+
 class DataError(XrayGPTError, ValueError):
     """Data that cannot be used as it stands (annotations, images, predictions)."""
 

@@ -869,4 +869,6 @@ class PhantomBuilder(OpenIBuilder):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

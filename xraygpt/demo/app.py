@@ -30,6 +30,7 @@ from typing import Any
 import gradio as gr
 import torch
 
+from xraygpt.common.errors import UsageError
 from xraygpt.demo.cli import DEFAULT_MAX_NEW_TOKENS, MIB, resolve_device
 from xraygpt.demo.examples import EXAMPLE_QUESTIONS, write_example_xrays
 from xraygpt.demo.images import (
@@ -138,7 +139,7 @@ class ChatHandlers:
         max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if max_new_tokens >= chat.max_length:
-            raise ValueError(
+            raise UsageError(
                 f"max_new_tokens={max_new_tokens} leaves no room for the conversation in the "
                 f"model's context of {chat.max_length} positions; use fewer new tokens"
             )
@@ -567,9 +568,9 @@ def build_vis_processor(cfg: Any) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     """Load the model of ``args.cfg_path`` and serve the demo until interrupted."""
-    from xraygpt.common.config import Config, ConfigError
+    from xraygpt.common.config import Config
+    from xraygpt.common.errors import XrayGPTError, debug_requested
     from xraygpt.common.launch import seed_everything, setup_logging
-    from xraygpt.common.registry import RegistryError
 
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
@@ -588,8 +589,10 @@ def main(args: argparse.Namespace) -> int:
             concurrency_limit=args.concurrency,
             max_file_bytes=max_bytes,
         )
-    except (ConfigError, RegistryError, ValueError, FileNotFoundError) as err:
+    except XrayGPTError as err:
         # These messages name the file, key or flag at fault; a traceback adds nothing.
+        if debug_requested():
+            raise
         log.error("cannot start the demo: %s", err)
         return 2
     _, url, share_url = launch_demo(

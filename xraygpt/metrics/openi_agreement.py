@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xraygpt.common.errors import MissingFileError
+from xraygpt.common.errors import DataError, MissingFileError
 from xraygpt.metrics.labeler import POSITIVE, label_report
 
 ARCHIVE_NAME = "NLMCXR_reports.tgz"
@@ -149,6 +149,8 @@ def find_archive() -> Path:
 def read_reports(path: str | Path | None = None) -> list[OpenIReport]:
     """Every report of the archive, in file-name order (1, 2, ..., 3999)."""
     path = Path(path) if path is not None else find_archive()
+    if not path.is_file():
+        raise MissingFileError(f"the OpenI report archive {path} not found (--archive)")
     reports = []
     try:
         with tarfile.open(path, "r:gz") as tar:
@@ -173,9 +175,9 @@ def read_reports(path: str | Path | None = None) -> list[OpenIReport]:
                     )
                 )
     except (tarfile.TarError, ET.ParseError, OSError) as err:
-        raise RuntimeError(f"cannot read the OpenI report archive {path}: {err}") from err
+        raise DataError(f"cannot read the OpenI report archive {path}: {err}") from err
     if not reports:
-        raise RuntimeError(f"{path} holds no ecgen-radiology/*.xml reports")
+        raise DataError(f"{path} holds no ecgen-radiology/*.xml reports")
     reports.sort(key=lambda r: int(r.report_id) if r.report_id.isdigit() else r.report_id)
     return reports
 
@@ -283,4 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from xraygpt.common import dist
 from xraygpt.common.config import Config, ConfigError
-from xraygpt.common.errors import CheckpointError, XrayGPTError
+from xraygpt.common.errors import CheckpointError, OutputExistsError, XrayGPTError
 from xraygpt.common.io import atomic_write_text, load_checkpoint
 from xraygpt.common.launch import seed_everything
 from xraygpt.common.registry import registry
@@ -358,7 +358,7 @@ class RunnerBase:
             self.is_main and find_latest_checkpoint(self.output_dir) is not None
         ):
             # Starting afresh here would mix two runs' checkpoints and prune the wrong ones.
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{self.output_dir} already holds checkpoints of an earlier run: continue it "
                 f"with --options run.resume=auto, or start a new one under another "
                 f"run.job_name / run.output_dir (or delete the folder)"
