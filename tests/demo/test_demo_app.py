@@ -306,3 +306,18 @@ def test_main_reports_a_bad_config_without_a_traceback(tmp_path, caplog):
     bad.write_text("model: {arch: mini_gpt4, model_type: tiny, no_such_key: 1}\n")
     assert main(parser.parse_args(["--cfg-path", str(bad), "--device", "cpu"])) == 2
     assert "no_such_key" in caplog.text
+
+
+def test_a_first_question_too_long_for_the_context_says_so(handlers, fake_chat, xray_png):
+    _, _, session = handlers.load_image(_upload(xray_png), ChatSession())
+    before = session.conv.get_prompt()
+    fake_chat.max_length = 400  # room for 300 new tokens and ~100 positions of context
+    question = "please describe " * 12  # under max_question_chars, over the context
+    frames, box, session = _run(handlers, None, question, session)
+    text = frames[-1][-1]["content"]
+    assert "Your question is too long for the model's context" in text
+    assert "grown too long" not in text
+    assert box == question  # kept, to be shortened
+    assert session.conv.get_prompt() == before and not fake_chat.generation_calls
+    frames, _, _ = _run(handlers, None, "short?", session)  # a shorter one is answered
+    assert frames[-1][-1]["content"] == fake_chat.answer

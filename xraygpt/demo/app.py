@@ -72,6 +72,11 @@ MSG_CONTEXT_FULL = (
     "X-ray out of what the model sees. Clear the chat (bin icon) to start again about "
     "the same X-ray, or press **Reset**."
 )
+MSG_FIRST_QUESTION_TOO_LONG = (
+    "Your question is too long for the model's context: with the X-ray and room for the "
+    "answer it needs {needed:,} of {limit:,} positions, so the model would not see the "
+    "X-ray. Please shorten it."
+)
 MSG_BAD_SETTING = "{name} must be between {low} and {high}; got {value!r}."
 MSG_EMPTY_ANSWER = "(The model returned an empty answer. Try again, or raise the temperature.)"
 MSG_MODEL_ERROR = (
@@ -297,9 +302,13 @@ class ChatHandlers:
             cut = self.chat.image_cut_off(conv, session.img_list, self.max_new_tokens)
             if cut is not None:
                 needed, limit = cut
-                history.append(_warning(MSG_CONTEXT_FULL.format(needed=needed, limit=limit)))
+                # With no answer yet there is no conversation to clear: the question is it.
+                first = not any(role == conv.roles[1] for role, _ in session.conv.messages)
+                message = MSG_FIRST_QUESTION_TOO_LONG if first else MSG_CONTEXT_FULL
+                history.append(_warning(message.format(needed=needed, limit=limit)))
                 session.history = history
-                yield list(history), gr.skip(), session
+                # A refused first question goes back into the box, to be shortened.
+                yield list(history), question if first else gr.skip(), session
                 return
             stream = self.chat.stream_answer(
                 conv,
