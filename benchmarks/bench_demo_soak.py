@@ -18,9 +18,10 @@ Checks (exit status 1 when one fails):
   notice first, then exactly its own questions, in order, each answered;
 * the queue's concurrency limit held: generations running at once never
   exceeded ``--concurrency`` (counted around ``Chat.stream_answer``);
-* resident memory after the soak is within ``--rss-bound-mb`` of before
-  (measured after one warm-up session, so that lazy imports and caches do not
-  count as growth).
+* the server's resident memory after the soak is within ``--rss-bound-mb`` of
+  before (the server runs in a process of its own, so the clients do not count;
+  measured after one warm-up session, so that lazy imports and caches do not
+  count as growth; Linux only).
 
 Prints one JSON line (for BENCHMARKS.md) and a table: requests, p50/p95 time
 to first token and to the full answer (seconds, as the client sees them,
@@ -49,17 +50,15 @@ from PIL import Image
 WARNING_PREFIX = "⚠️"
 
 
-def rss_mb() -> float:
-    """This process's resident set size now (Linux ``/proc``; peak RSS elsewhere)."""
+def rss_mb(pid: int | str = "self") -> float | None:
+    """Resident set size of process ``pid`` now, from Linux's ``/proc`` (None elsewhere)."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -110,6 +109,7 @@ class GenerationCounter:
 
 def build_server(args: argparse.Namespace):
     """The demo around the tiny model (random weights), served on a free loopback port."""
+    torch.set_num_threads(1)
     from xraygpt.common.config import Config
     from xraygpt.common.registry import registry
     from xraygpt.conversation.chat import Chat
@@ -133,6 +133,28 @@ def build_server(args: argparse.Namespace):
         port = sock.getsockname()[1]
     _, url, _ = launch_demo(demo, port=port, prevent_thread_lock=True, quiet=True)
     return demo, url, counter
+
+
+def serve(args: argparse.Namespace, conn: Any) -> None:
+    """The server process: serve, then answer ``stats`` / ``reset`` / ``stop`` on ``conn``.
+
+    A process of its own, so that its RSS is the server's alone, not the clients'.
+    """
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    demo, url, counter = build_server(args)
+    conn.send(url)
+    try:
+        while True:
+            command = conn.recv()
+            if command == "reset":
+                counter.peak = 0
+            elif command == "stop":
+                break
+            gc.collect()
+            conn.send({"peak": counter.peak, "calls": counter.calls, "active": counter.active})
+    finally:
+        demo.close()
+        conn.send("stopped")
 
 
 def write_images(folder: Path, n: int) -> list[Path]:
@@ -215,8 +237,22 @@ def cross_talk(result: SessionResult, image: Path) -> str | None:
 
 
 def soak(args: argparse.Namespace) -> dict[str, Any]:
+    import multiprocessing
+
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    demo, url, counter = build_server(args)
+    ctx = multiprocessing.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    server = ctx.Process(target=serve, args=(args, child_conn), daemon=True)
+    server.start()
+    if not conn.poll(300):
+        server.kill()
+        raise RuntimeError("the demo server did not start within 300 s")
+    url = conn.recv()
+
+    def ask_server(command: str) -> dict[str, int]:
+        conn.send(command)
+        return conn.recv()
+
     try:
         with tempfile.TemporaryDirectory() as tmp:
             images = write_images(Path(tmp), args.sessions + 1)
@@ -224,9 +260,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             warm = run_session(url, -1, images[-1], 1, time.monotonic() + 120, threading.Barrier(1))
             if warm.errors:
                 raise RuntimeError(f"warm-up session failed: {warm.errors}")
-            gc.collect()
-            rss_before = rss_mb()
-            counter.peak, calls_before = 0, counter.calls
+            calls_before = ask_server("reset")["calls"]
+            rss_before = rss_mb(server.pid)
             started = time.monotonic()
             deadline = started + args.max_seconds
             barrier = threading.Barrier(args.sessions)
@@ -241,10 +276,14 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             for thread in threads:
                 thread.join(timeout=args.max_seconds + 300)
             wall = time.monotonic() - started
-            gc.collect()
-            rss_after = rss_mb()
+            stats = ask_server("stats")  # the server collects its garbage first
+            rss_after = rss_mb(server.pid)
     finally:
-        demo.close()
+        conn.send("stop")
+        conn.poll(60)
+        server.join(timeout=60)
+        if server.is_alive():
+            server.kill()
 
     done = [r for r in results if r is not None]
     errors = [f"session {r.index}: {e}" for r in done for e in r.errors]
@@ -263,19 +302,19 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         "ttft_p95_s": percentile(first, 95),
         "answer_p50_s": percentile(full, 50),
         "answer_p95_s": percentile(full, 95),
-        "peak_generations": counter.peak,
+        "peak_generations": stats["peak"],
         "rss_before_mb": rss_before,
         "rss_after_mb": rss_after,
         "wall_s": wall,
     }
+    generated = stats["calls"] - calls_before
+    grew = None if rss_before is None or rss_after is None else rss_after - rss_before
     checks = {
         "no failed request": not errors,
         "no cross-talk": not talk,
-        f"at most {args.concurrency} generation(s) at once": counter.peak <= args.concurrency,
-        f"every question generated once ({counter.calls - calls_before})": counter.calls
-        - calls_before
-        == len(full),
-        f"RSS growth <= {args.rss_bound_mb} MiB": rss_after - rss_before <= args.rss_bound_mb,
+        f"at most {args.concurrency} generation(s) at once": stats["peak"] <= args.concurrency,
+        f"every question generated once ({generated})": generated == len(full),
+        f"server RSS growth <= {args.rss_bound_mb} MiB": grew is None or grew <= args.rss_bound_mb,
     }
     return {"row": row, "checks": checks, "errors": errors[:20], "cross_talk": talk}
 
@@ -307,10 +346,12 @@ def print_report(args: argparse.Namespace, out: dict[str, Any]) -> None:
     )
     print(f"{'errors':24s}{row['errors']} (cross-talk: {row['cross_talk']})")
     print(f"{'generations at once':24s}peak {row['peak_generations']} (limit {args.concurrency})")
-    print(
-        f"{'RSS':24s}{row['rss_before_mb']:.0f} MiB before, {row['rss_after_mb']:.0f} MiB after "
-        f"({row['rss_after_mb'] - row['rss_before_mb']:+.0f} MiB)"
-    )
+    if row["rss_before_mb"] is not None and row["rss_after_mb"] is not None:
+        print(
+            f"{'server RSS':24s}{row['rss_before_mb']:.0f} MiB before, "
+            f"{row['rss_after_mb']:.0f} MiB after "
+            f"({row['rss_after_mb'] - row['rss_before_mb']:+.0f} MiB)"
+        )
     print(f"{'wall':24s}{row['wall_s']:.1f} s")
     for name, ok in out["checks"].items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
@@ -343,7 +384,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.sessions, args.questions, args.concurrency) < 1 or args.max_seconds <= 0:
         parser.error("--sessions, --questions, --concurrency and --max-seconds must be positive")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     out = soak(args)
     print_report(args, out)
     return 0 if all(out["checks"].values()) else 1

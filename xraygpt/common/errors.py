@@ -51,6 +51,16 @@ class OutputExistsError(XrayGPTError, FileExistsError):
     """An output folder that already holds the results of another run."""
 
 
+class DiskFullError(XrayGPTError, OSError):
+    """A file could not be written for want of space; the previous version is untouched.
+
+    Raised as ``DiskFullError(errno.ENOSPC, message)``; prints as the message alone.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 class DataError(XrayGPTError, ValueError):
     """Data that cannot be used as it stands (annotations, images, predictions)."""
 

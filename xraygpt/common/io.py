@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import torch
 
-from xraygpt.common.errors import CheckpointError, MissingFileError
+from xraygpt.common.errors import CheckpointError, DiskFullError, MissingFileError
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -23,10 +25,37 @@ def _atomic_write(path: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if _is_disk_full(err):
+            free = shutil.disk_usage(path.parent).free / 2**20
+            previous = (
+                f"the previous {path.name} is untouched"
+                if path.exists()
+                else f"no {path.name} was written"
+            )
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"cannot write {path}: no space left on its disk ({free:.0f} MiB free in "
+                f"{path.parent}); the partial file was removed and {previous}. Free some "
+                "space (old checkpoint_<step>.pth files, run.keep_last_checkpoints) or "
+                "write elsewhere (run.output_dir), then resume with run.resume=auto",
+            ) from err
         raise
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """An out-of-space error, also when torch's writer wraps it in a RuntimeError."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
