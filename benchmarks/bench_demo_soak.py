@@ -196,7 +196,8 @@ def run_session(
         first = None
         try:
             job = client.submit(None, question, 1, 1.0, api_name="/ask")
-            expected = 1 + 2 * (q + 1)  # the image notice, then question and answer pairs
+            # the image notice, then question and answer pairs
+            expected = 1 + 2 * len(result.questions)
             last = None
             for output in job:
                 last = output
@@ -211,7 +212,9 @@ def run_session(
             done = time.perf_counter() - sent
             messages = (final or last)[0]
             if messages and _text(messages[-1]).startswith(WARNING_PREFIX):
+                # A failed turn leaves the conversation as it was: ask the next question.
                 result.errors.append(f"question {q}: the app warned: {_text(messages[-1])}")
+                result.questions.pop()
                 continue
             result.final = messages
             result.first_token_s.append(first if first is not None else done)

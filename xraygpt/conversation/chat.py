@@ -131,6 +131,9 @@ class Chat:
         return "Received."
 
     def ask(self, text: str, conv: Conversation) -> None:
+        # The placeholder marks where image embeddings go: typed by a user it would
+        # ask for an image that was never uploaded and break the conversation.
+        text = text.replace(IMAGE_PLACEHOLDER, "")
         last = conv.messages[-1] if conv.messages else None
         if last is not None and last[0] == conv.roles[0] and (last[1] or "").endswith("</Img>"):
             last[1] = f"{last[1]} {text}"
@@ -228,7 +231,10 @@ class Chat:
         return embeds, options
 
     def _clean(self, text: str, sep: str, role: str) -> str:
-        return text.split(sep, 1)[0].split(f"{role}:")[-1].strip()
+        # An answer holding the image placeholder (a weak model can write it) would
+        # break every later turn of the conversation, as in :meth:`ask`.
+        text = text.split(sep, 1)[0].split(f"{role}:")[-1]
+        return text.replace(IMAGE_PLACEHOLDER, "").strip()
 
     def answer(
         self, conv: Conversation, img_list: list[torch.Tensor], **gen: Any
