@@ -208,7 +208,7 @@ def _rank_of(pid: int) -> int | None:
 
 
 def test_torchrun_two_processes_one_rank_killed_then_resumed(tmp_path, phantom, capsys):
-    iters = 8
+    iters = 6
     total = 2 * iters
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(CONFIG.format(data=phantom, out=tmp_path / "out", iters=iters))
