@@ -140,6 +140,7 @@ def serve(args: argparse.Namespace, conn: Any) -> None:
 
     A process of its own, so that its RSS is the server's alone, not the clients'.
     """
+    sys.stdout = sys.stderr  # gradio's own prints: stdout carries the report alone
     logging.getLogger("httpx").setLevel(logging.WARNING)
     demo, url, counter = build_server(args)
     conn.send(url)
