@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from xraygpt.apps.demo.cli import add_demo_arguments
+from xraygpt.common.errors import run_main
 from xraygpt.common.launch import build_parser
 
 
@@ -24,9 +25,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-if __name__ == "__main__":
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     # Imported after parsing: --help and flag errors answer without loading Gradio.
-    from xraygpt.apps.demo.app import main
+    from xraygpt.apps.demo.app import main as serve
 
-    sys.exit(main(args))
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 
+from xraygpt.common.errors import run_main
 from xraygpt.common.launch import build_parser
 
 
@@ -49,4 +50,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(run_main(main))

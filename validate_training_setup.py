@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 
+from xraygpt.common.errors import run_main
 from xraygpt.common.launch import build_parser
 
 
@@ -52,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

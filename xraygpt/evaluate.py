@@ -148,4 +148,6 @@ def _compare(args: argparse.Namespace, path: Path, records: list, out_dir: Path)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

@@ -217,3 +217,34 @@ def test_bench_bootstrap_times_each_step():
     ]
     assert all(row["seconds"] > 0 for row in record["results"])
     assert record["metrics"] >= 20 and "[" in record["example"]["ROUGE-L"]
+
+
+@pytest.mark.slow
+def test_bench_demo_soak_short_run_passes_its_checks():
+    args = ["--sessions", "4", "--questions", "2", "--max-seconds", "90"]
+    record = run_benchmark("bench_demo_soak.py", *args)
+    row = record["results"][0]
+    assert row["requests"] == 4 * 3 and row["answers"] == 4 * 2  # an upload and 2 questions each
+    assert row["errors"] == 0 and row["cross_talk"] == 0 and row["peak_generations"] == 1
+    assert 0 < row["ttft_p50_s"] <= row["answer_p95_s"]
+    assert all(record["checks"].values()), record["checks"]
+
+
+def test_bench_demo_soak_finds_cross_talk(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its neighbour common.py
+    soak = importlib.import_module("bench_demo_soak")
+    image = BENCHMARKS / "soak_03.png"  # only its name matters here
+    mine = soak.SessionResult(3, questions=["q0", "q1"])
+    notice = {"role": "assistant", "content": "X-ray 'soak_03.png' loaded (86 × 99 pixels)."}
+    turn = [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a"}]
+    mine.final = [
+        notice,
+        *turn,
+        {"role": "user", "content": "q1"},
+        {"role": "assistant", "content": "b"},
+    ]
+    assert soak.cross_talk(mine, image) is None
+    mine.final = [notice, *turn, {"role": "user", "content": "someone else's"}, turn[1]]
+    assert "its questions came back as" in soak.cross_talk(mine, image)
+    mine.final[0] = {"role": "assistant", "content": "X-ray 'soak_04.png' loaded"}
+    assert "not its image's notice" in soak.cross_talk(mine, image)

@@ -101,6 +101,24 @@ def test_answer_stops_at_the_separator_and_streams(chat_model, xray):
     assert conv.messages[-1] == ["Doctor", "the heart is normal"]
 
 
+def test_the_image_placeholder_in_a_question_or_an_answer_cannot_break_the_chat(chat_model, xray):
+    # Seen in the demo soak: a random-weight model wrote "<ImageHere>" in an answer, and
+    # every later turn of that conversation failed ("2 image placeholders, 1 image").
+    tokenizer = chat_model.llama_tokenizer
+    script = tokenizer(" the <ImageHere> heart", add_special_tokens=False)["input_ids"]
+    script.append(tokenizer.get_vocab()["###"])
+    chat_model.llama_model.lm_head = ScriptedHead(script, chat_model.llama_model.config.vocab_size)
+    chat = Chat(chat_model)
+    conv, img_list = _upload_and_ask(chat, xray, "What is <ImageHere> shown?")
+    assert conv.get_prompt().count("<ImageHere>") == 1
+    parts = list(chat.stream_answer(conv, img_list, do_sample=False, max_new_tokens=20))
+    assert "<ImageHere>" not in parts[-1] and "heart" in parts[-1]
+    assert "<ImageHere>" not in conv.messages[-1][1]
+    chat.ask("And then?", conv)
+    conv.append_message("Doctor", None)
+    assert chat.get_context_emb(conv, img_list).shape[1] > 0  # the next turn still builds
+
+
 def test_streaming_with_beams_yields_the_final_answer(chat_model, xray):
     chat = Chat(chat_model)
     conv, img_list = _upload_and_ask(chat, xray, "What is shown?")

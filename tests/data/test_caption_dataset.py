@@ -94,3 +94,21 @@ def test_bad_arguments(tmp_path, make_caption_folder):
         _dataset(tmp_path, on_bad_image="ignore")
     with pytest.raises(IndexError):
         _dataset(tmp_path)[2]
+
+
+def test_an_image_below_min_image_size_is_a_bad_image(tmp_path, caplog, make_caption_folder):
+    from PIL import Image
+
+    make_caption_folder(tmp_path, n=3)
+    Image.new("L", (1, 1), 128).save(tmp_path / "image" / "img001.png")
+    with caplog.at_level(logging.WARNING):
+        sample = _dataset(tmp_path)[1]
+    assert sample["image_id"] == "img002" and sample["skipped"] == 1
+    assert "img001.png" in caplog.text and "1x1 px" in caplog.text
+    with pytest.raises(BadImageError, match="img001.png.*1x1 px.*min_image_size"):
+        _dataset(tmp_path, on_bad_image="error")[1]
+    # The minimum is the dataset's to set: 0 accepts any size.
+    assert _dataset(tmp_path, min_image_size=0)[1]["image_id"] == "img001"
+    # The folder's images are 40x48: a minimum of 41 px refuses them all.
+    with pytest.raises(BadImageError, match="3 images in a row are unreadable"):
+        _dataset(tmp_path, min_image_size=41)[0]

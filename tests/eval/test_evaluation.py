@@ -26,6 +26,7 @@ from xraygpt.eval.evaluation import (
     generation_of,
     merge_shards,
     raw_reports,
+    skipped_image_ids,
 )
 
 PROMPT = "<Img><ImageHere></Img> Describe the given chest x-ray image in detail."
@@ -300,11 +301,53 @@ def test_test_py_end_to_end(
     assert set(metrics["baselines"]) == {"most_frequent", "nearest_neighbour"}
     assert metrics["run"]["split"] == "test" and metrics["run"]["reports_per_second"] > 0
     assert metrics["skipped"]["METEOR"].startswith("disabled")
+    assert metrics["skipped_images"] == {"count": 0, "image_ids": []}
     assert "positive = 1" in metrics["definition"]
     # the baselines copy training reports, which the labeler reads as the phantom drew them
     assert metrics["baselines"]["most_frequent"]["nlg"]["ROUGE-1"] > 0.2
     out = capsys.readouterr().out
     assert "most_frequent" in out and "reports/s" in out and str(job / "metrics.json") in out
+
+
+def test_skipped_test_images_are_recorded_in_metrics_and_the_table(
+    phantom: Path,
+    tmp_path: Path,
+    small_model_overrides: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import shutil
+
+    from PIL import Image
+
+    data = Path(shutil.copytree(phantom, tmp_path / "phantom"))
+    annotations = json.loads((data / "filter_cap.json").read_text())["annotations"]
+    # the train split (read with eval processors here): the test split has only two images
+    test_ids = [a["image_id"] for a in annotations if a["split"] == "train"]
+    (data / "image" / f"{test_ids[0]}.png").write_bytes(b"not a png")
+    Image.new("L", (1, 1)).save(data / "image" / f"{test_ids[1]}.png")  # below min_image_size
+    monkeypatch.chdir(REPO_ROOT)
+    cfg = eval_config(
+        data, tmp_path / "output", small_model_overrides, nn_baseline=False, test_splits=["train"]
+    )
+    cfg["datasets"]["openi"]["on_bad_image"] = "skip"
+    cfg_path = tmp_path / "tiny_eval.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    _test_entry().main(["--cfg-path", str(cfg_path), "--options", "run.max_samples=4"])
+    metrics = json.loads((tmp_path / "output" / "tiny_eval" / "metrics.json").read_text())
+    assert metrics["n"] == 2  # the two bad images were replaced by the next readable one
+    assert metrics["skipped_images"] == {"count": 2, "image_ids": test_ids[:2]}
+    out = capsys.readouterr().out
+    assert f"images skipped (unreadable or too small): 2: {test_ids[0]}, {test_ids[1]}" in out
+
+
+def test_skipped_ids_of_folder_and_shard_datasets() -> None:
+    items = Items(5)
+    got = [{"image_id": "img0"}, {"image_id": "img3"}, {"image_id": "img4"}]
+    assert skipped_image_ids(items, got, None) == ["img1", "img2"]
+    assert skipped_image_ids(items, got[:2], 4) == ["img1", "img2"]  # img4 is past the cut
+    # Shard datasets have no annotation list: their own record counts (once per image).
+    assert skipped_image_ids(Stream(3), got, None, ["img7", "img7", "img9"]) == ["img7", "img9"]
 
 
 @pytest.mark.slow

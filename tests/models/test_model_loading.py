@@ -206,3 +206,18 @@ def test_prompt_file_and_template_are_checked(make_model, tmp_path):
     ]
     with pytest.raises(ValueError, match="exactly one '{}'"):
         make_model(prompt_template="###Patient: ###Doctor: ")
+
+
+def test_empty_or_truncated_ckpt_says_so(make_model, tmp_path):
+    from xraygpt.common.errors import CheckpointError
+
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"model.ckpt .*empty.pth is empty \(0 bytes\)"):
+        make_model(ckpt=str(empty))
+    _save({"model": {"llama_proj.bias": torch.zeros(64)}}, tmp_path / "whole.pth")
+    data = (tmp_path / "whole.pth").read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cut.pth is truncated .*Download or copy it again"):
+        make_model(ckpt=str(cut))

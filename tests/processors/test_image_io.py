@@ -158,3 +158,17 @@ def test_downscale_job_reports_failures_and_copies_unchanged_at_max_side_0(tmp_p
     broken.write_bytes(b"nope")
     out, error = downscale_job((str(broken), str(tmp_path / "out" / "b.png"), 300))
     assert "UnidentifiedImageError" in error and not (tmp_path / "out" / "b.png").exists()
+
+
+def test_min_size_refuses_tiny_images_as_value_errors():
+    from xraygpt.processors.image_io import ImageTooSmallError
+
+    one = _png_bytes(Image.new("L", (1, 1)))
+    assert load_image(one).size == (1, 1)  # no minimum by default
+    with pytest.raises(ImageTooSmallError, match="1x1 px, below the minimum of 32"):
+        load_image(one, min_size=32)
+    assert issubclass(ImageTooSmallError, ValueError)  # callers' bad-image handling catches it
+    wide = _png_bytes(Image.new("L", (400, 31)))
+    with pytest.raises(ImageTooSmallError, match="400x31"):
+        load_image(wide, min_size=32)
+    assert load_image(_png_bytes(Image.new("L", (32, 32))), min_size=32).size == (32, 32)

@@ -267,3 +267,34 @@ def test_a_fresh_run_refuses_a_folder_with_checkpoints(tmp_path):
     make_runner(tmp_path, max_epoch=1).train()
     with pytest.raises(FileExistsError, match="run.resume=auto"):
         make_runner(tmp_path, max_epoch=1).train()
+
+
+def test_resume_drops_the_log_lines_the_resumed_run_repeats(tmp_path):
+    kw = dict(max_epoch=2, iters_per_epoch=6, save_every_iters=4, log_freq=1)
+    part = make_runner(tmp_path, model_kw={"crash_at_call": 11}, **kw)
+    with pytest.raises(ToyCrash):
+        part.train()
+    log_path = tmp_path / "out" / "toy" / "log.jsonl"
+    assert [json.loads(x)["step"] for x in log_path.read_text().splitlines()] == list(range(1, 11))
+    with open(log_path, "a") as handle:
+        handle.write('{"step": 11, "lo')  # a line cut off by the kill
+    make_runner(tmp_path, resume="auto", **kw).train()  # resumes from the checkpoint at 8
+    steps = [json.loads(x)["step"] for x in log_path.read_text().splitlines()]
+    assert steps == list(range(1, 13))  # each iteration once
+
+
+def test_extending_a_finished_run_warns_how_the_schedule_is_recomputed(tmp_path, caplog):
+    kw = dict(iters_per_epoch=4, warmup_steps=2, init_lr=1e-2, min_lr=1e-5)
+    make_runner(tmp_path, max_epoch=2, **kw).train()
+    with caplog.at_level("WARNING"):
+        make_runner(tmp_path, max_epoch=4, resume="auto", **kw).train()
+    text = caplog.text
+    assert "run.max_epoch=2; this run has run.max_epoch=4" in text
+    assert "recomputed from the global iteration with the new settings over 16 iterations" in text
+    # the old curve ended near min_lr; the new one is back near the middle of the cosine
+    assert "last rate of the checkpoint was 0.000" in text and "next is 0.005" in text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        make_runner(tmp_path / "b", max_epoch=2, **kw).train()
+        make_runner(tmp_path / "b", max_epoch=2, resume="auto", **kw).train()
+    assert "recomputed" not in caplog.text

@@ -140,10 +140,11 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ph
     ):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
         assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
-    # the resumed run appended to the killed run's log; it logged the iterations after
-    # the checkpoint again, with the same losses as the uninterrupted run
+    # the resumed run dropped the killed run's log lines past the checkpoint, so each
+    # step is logged once, with the same losses as the uninterrupted run
     full_log = {x["step"]: x["loss"] for x in map(json.loads, open(full_dir / "log.jsonl"))}
     resumed_log = [json.loads(x) for x in open(killed_dir / "log.jsonl")]
+    assert [x["step"] for x in resumed_log] == sorted(full_log)
     for line in resumed_log:
         if line["step"] >= at_kill + 5:  # log lines wholly after the resume point
             assert line["loss"] == full_log[line["step"]], line["step"]

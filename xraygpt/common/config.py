@@ -23,6 +23,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from xraygpt.common.errors import XrayGPTError
 from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.registry import registry
 
@@ -31,7 +32,7 @@ REPO_ROOT = PACKAGE_ROOT.parent
 SECTIONS = ("model", "datasets", "run")
 
 
-class ConfigError(ValueError):
+class ConfigError(XrayGPTError, ValueError):
     """A config file or override that cannot be used as it stands."""
 
 

@@ -21,6 +21,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override config values, e.g. --options run.init_lr=3e-5 model.freeze_vit=false",
     )
+    # Read by xraygpt.common.errors.run_main; declared here so that --help lists it.
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of the project's own errors too (or set XRAYGPT_DEBUG=1)",
+    )
     return parser
 
 

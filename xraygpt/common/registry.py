@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from xraygpt.common.errors import XrayGPTError
+
 T = TypeVar("T")
 
 KINDS = (
@@ -43,7 +45,7 @@ PROVIDERS = {
 }
 
 
-class RegistryError(KeyError):
+class RegistryError(XrayGPTError, KeyError):
     """An unknown or duplicate registry name."""
 
     def __str__(self) -> str:  # KeyError would quote the message

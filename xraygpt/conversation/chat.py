@@ -10,13 +10,14 @@ from typing import Any
 import torch
 
 from xraygpt.common.constants import IMAGE_PLACEHOLDER
+from xraygpt.common.errors import MissingFileError, XrayGPTError
 from xraygpt.common.generation import CHAT_GENERATION
 from xraygpt.conversation.templates import IMAGE_MESSAGE, Conversation, get_conv_template
 
 log = logging.getLogger(__name__)
 
 
-class ContextTooLongError(ValueError):
+class ContextTooLongError(XrayGPTError, ValueError):
     """Even the newest turn (with the room for the answer) does not fit in ``max_length``."""
 
 
@@ -95,7 +96,7 @@ class Chat:
 
                 path = Path(image)
                 if not path.is_file():
-                    raise FileNotFoundError(f"image file not found: {path}")
+                    raise MissingFileError(f"image file not found: {path}")
                 image = load_image(path)
             if self.vis_processor is None:
                 raise ValueError(
@@ -120,6 +121,9 @@ class Chat:
         return "Received."
 
     def ask(self, text: str, conv: Conversation) -> None:
+        # The placeholder marks where image embeddings go: typed by a user it would
+        # ask for an image that was never uploaded and break the conversation.
+        text = text.replace(IMAGE_PLACEHOLDER, "")
         last = conv.messages[-1] if conv.messages else None
         if last is not None and last[0] == conv.roles[0] and (last[1] or "").endswith("</Img>"):
             last[1] = f"{last[1]} {text}"
@@ -212,7 +216,10 @@ class Chat:
         return embeds, options
 
     def _clean(self, text: str, sep: str, role: str) -> str:
-        return text.split(sep, 1)[0].split(f"{role}:")[-1].strip()
+        # An answer holding the image placeholder (a weak model can write it) would
+        # break every later turn of the conversation, as in :meth:`ask`.
+        text = text.split(sep, 1)[0].split(f"{role}:")[-1]
+        return text.replace(IMAGE_PLACEHOLDER, "").strip()
 
     def answer(
         self, conv: Conversation, img_list: list[torch.Tensor], **gen: Any

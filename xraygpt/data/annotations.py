@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
+from xraygpt.common.errors import DataError
 from xraygpt.common.io import atomic_write_json
 
 SPLITS = ("train", "val", "test")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(DataError):
     """An annotation file that does not follow the schema."""
 
 

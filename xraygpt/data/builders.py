@@ -21,9 +21,10 @@ from torch.utils.data import Dataset
 
 import xraygpt.processors.blip_processors  # noqa: F401 - registers the processors datasets name
 from xraygpt.common.config import PACKAGE_ROOT, ConfigError, load_yaml
+from xraygpt.common.errors import MissingFileError
 from xraygpt.common.registry import registry
 from xraygpt.data.annotations import SPLITS, load_annotations, split_annotations
-from xraygpt.data.caption_dataset import ON_BAD_IMAGE, CaptionDataset
+from xraygpt.data.caption_dataset import DEFAULT_MIN_IMAGE_SIZE, ON_BAD_IMAGE, CaptionDataset
 from xraygpt.data.wds_dataset import ShardCaptionDataset, expand_shards
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ class CaptionDatasetConfig:
     sample_ratio: float = 1.0  # weight of this dataset when several train together
     image_ext: str | None = None  # null: the builder's (.jpg for mimic, .png for openi)
     on_bad_image: str = "skip"  # skip | error
+    # Images with a side below this many pixels are bad images (under on_bad_image).
+    min_image_size: int = DEFAULT_MIN_IMAGE_SIZE
     shuffle_buffer: int = 1000  # wds: samples held for shuffling per worker
 
 
@@ -126,6 +129,8 @@ class CaptionBuilder:
                 f"{where}.on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, "
                 f"got {merged.on_bad_image!r}"
             )
+        if merged.min_image_size < 0:
+            raise ConfigError(f"{where}.min_image_size must be >= 0, got {merged.min_image_size}")
         if merged.sample_ratio < 0:
             raise ConfigError(f"{where}.sample_ratio must be >= 0, got {merged.sample_ratio}")
         return merged
@@ -163,8 +168,8 @@ class CaptionBuilder:
 
     # -- datasets ------------------------------------------------------------
 
-    def _missing(self, what: str, path: Path) -> FileNotFoundError:
-        return FileNotFoundError(
+    def _missing(self, what: str, path: Path) -> MissingFileError:
+        return MissingFileError(
             f"{what} of dataset {self.name} not found: {path} "
             f"(build_info.storage is {str(self.storage)!r}, relative to the current folder "
             f"{Path.cwd()}); prepare it with: {self.PREPARE_COMMAND}"
@@ -203,6 +208,7 @@ class CaptionBuilder:
                 text,
                 image_ext=self.image_ext,
                 on_bad_image=self.config.on_bad_image,
+                min_image_size=self.config.min_image_size,
                 name=self.name,
                 split=split,
             )
@@ -243,6 +249,7 @@ class CaptionBuilder:
                 text,
                 image_ext=self.image_ext,
                 on_bad_image=self.config.on_bad_image,
+                min_image_size=self.config.min_image_size,
                 shuffle_buffer=self.config.shuffle_buffer,
                 name=self.name,
                 split=split,

@@ -7,7 +7,9 @@ over to produce this sample (0 almost always).
 
 Bad images. A missing or corrupt image does not stop training: with
 ``on_bad_image="skip"`` the dataset logs a warning naming the file and returns
-the next readable sample instead (index + 1, + 2, ...: deterministic). The
+the next readable sample instead (index + 1, + 2, ...: deterministic). An
+image with a side below ``min_image_size`` pixels (default 32: a thumbnail, a
+1x1 placeholder) counts as unreadable. The
 count reaches the runner through the batches, because with DataLoader workers
 the dataset object that counted lives in another process: :func:`collate` sums
 the samples' ``skipped`` into ``batch["skipped"]`` and
@@ -27,12 +29,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from xraygpt.common.errors import XrayGPTError
 from xraygpt.data.annotations import Annotation
 from xraygpt.processors.image_io import ImageSource, load_image
 
 log = logging.getLogger(__name__)
 
 ON_BAD_IMAGE = ("skip", "error")
+
+# Smallest side, in pixels, of an image worth training on (datasets.<name>.min_image_size).
+DEFAULT_MIN_IMAGE_SIZE = 32
 
 # Give up after this many unreadable images in a row: by then the folder is
 # wrong, not a file.
@@ -49,7 +55,7 @@ IMAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class BadImageError(RuntimeError):
+class BadImageError(XrayGPTError, RuntimeError):
     """An image that cannot be read while ``on_bad_image`` is ``error``."""
 
 
@@ -62,9 +68,12 @@ def warn_bad_image(what: str, err: BaseException) -> None:
         log.warning("skipping unreadable image %s (%s: %s)", what, type(err).__name__, err)
 
 
-def read_image(source: ImageSource, vis_processor: Callable) -> torch.Tensor:
-    """Decode ``source`` (draft-decoded when the processor allows) and process it."""
-    image = load_image(source, draft_size=getattr(vis_processor, "decode_size", None))
+def read_image(source: ImageSource, vis_processor: Callable, min_size: int = 0) -> torch.Tensor:
+    """Decode ``source`` (draft-decoded when the processor allows) and process it;
+    an image with a side below ``min_size`` pixels raises ``ImageTooSmallError``."""
+    image = load_image(
+        source, draft_size=getattr(vis_processor, "decode_size", None), min_size=min_size
+    )
     return vis_processor(image)
 
 
@@ -94,6 +103,7 @@ class CaptionSource:
         on_bad_image: str,
         name: str,
         split: str,
+        min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     ) -> None:
         if on_bad_image not in ON_BAD_IMAGE:
             raise ValueError(
@@ -101,7 +111,12 @@ class CaptionSource:
             )
         self.vis_processor = vis_processor
         self.text_processor = text_processor
+        if min_image_size < 0:
+            raise ValueError(f"min_image_size must be >= 0, got {min_image_size}")
         self.on_bad_image = on_bad_image
+        self.min_image_size = min_image_size
+        # Shard datasets leave bad images out of the stream; evaluation reports their ids.
+        self.skipped_ids: list[str] = []
         self.name = name
         self.split = split
         self.sample_ratio = 1.0  # set by the builder from the config
@@ -131,9 +146,15 @@ class CaptionDataset(CaptionSource, Dataset):
         on_bad_image: str = "skip",
         name: str = "dataset",
         split: str = "train",
+        min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     ) -> None:
         super().__init__(
-            vis_processor, text_processor, on_bad_image=on_bad_image, name=name, split=split
+            vis_processor,
+            text_processor,
+            on_bad_image=on_bad_image,
+            name=name,
+            split=split,
+            min_image_size=min_image_size,
         )
         if not annotations:
             raise ValueError(f"dataset {name}/{split} has no annotations")
@@ -157,7 +178,7 @@ class CaptionDataset(CaptionSource, Dataset):
             current = (index + attempt) % n
             path = self.image_path(current)
             try:
-                image = read_image(path, self.vis_processor)
+                image = read_image(path, self.vis_processor, self.min_image_size)
             except IMAGE_ERRORS as err:
                 self.bad_image(str(path), err)
                 skipped += 1

@@ -22,8 +22,15 @@ from braceexpand import braceexpand
 from torch.utils.data import IterableDataset, get_worker_info
 from webdataset.tariterators import tarfile_samples
 
+from xraygpt.common.errors import MissingFileError
 from xraygpt.data.annotations import AnnotationError, parse_entry
-from xraygpt.data.caption_dataset import IMAGE_ERRORS, CaptionSource, make_sample, read_image
+from xraygpt.data.caption_dataset import (
+    DEFAULT_MIN_IMAGE_SIZE,
+    IMAGE_ERRORS,
+    CaptionSource,
+    make_sample,
+    read_image,
+)
 
 _SHUFFLE_TAG = 0x5A17  # keeps the shuffle streams apart from other seeded streams
 
@@ -36,10 +43,10 @@ def expand_shards(pattern: str | list[str]) -> list[str]:
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
     urls = [url for item in patterns for url in braceexpand(str(item))]
     if not urls:
-        raise FileNotFoundError(f"shard pattern {pattern!r} names no files")
+        raise MissingFileError(f"shard pattern {pattern!r} names no files")
     missing = [url for url in urls if not Path(url).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{len(missing)} of {len(urls)} shards of {pattern!r} not found, e.g. {missing[0]}; "
             f"write them with: python -m xraygpt.tools.shards --storage <dataset folder> "
             f"--split train --out <shard folder>"
@@ -83,9 +90,15 @@ class ShardCaptionDataset(CaptionSource, IterableDataset):
         shuffle_buffer: int = 1000,
         name: str = "dataset",
         split: str = "train",
+        min_image_size: int = DEFAULT_MIN_IMAGE_SIZE,
     ) -> None:
         super().__init__(
-            vis_processor, text_processor, on_bad_image=on_bad_image, name=name, split=split
+            vis_processor,
+            text_processor,
+            on_bad_image=on_bad_image,
+            name=name,
+            split=split,
+            min_image_size=min_image_size,
         )
         if not urls:
             raise ValueError(f"dataset {name}/{split} has no shards")
@@ -132,10 +145,11 @@ class ShardCaptionDataset(CaptionSource, IterableDataset):
         ann = parse_entry(json.loads(raw["json"]), where)
         try:
             if self.image_key not in raw:
-                raise FileNotFoundError(f"no .{self.image_key} file for this sample")
-            image = read_image(raw[self.image_key], self.vis_processor)
+                raise MissingFileError(f"no .{self.image_key} file for this sample")
+            image = read_image(raw[self.image_key], self.vis_processor, self.min_image_size)
         except IMAGE_ERRORS as err:
             self.bad_image(f"{ann.image_id} ({where})", err)
+            self.skipped_ids.append(ann.image_id)
             return None
         return make_sample(ann, image, self.text_processor)
 

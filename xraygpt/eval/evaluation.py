@@ -14,7 +14,9 @@ For every dataset of the config and every split of ``run.test_splits``:
    split, score everything (:mod:`xraygpt.eval.metrics.scoring`), write
    ``predictions.jsonl``, ``metrics.json`` and ``metrics.png`` to ``<run.output_dir>/<job>/``
    (``<dataset>_<split>/`` inside it when the run has several dataset/split
-   pairs) and print the table.
+   pairs) and print the table. Images the dataset skipped (``on_bad_image:
+   skip``: unreadable, or below ``min_image_size``) are listed under
+   ``skipped_images`` (``count``, ``image_ids``) in ``metrics.json`` and the table.
 
 The reference of an image is the report of its annotation as written in
 ``filter_cap.json`` (punctuation kept, not cut to the text processor's word
@@ -200,6 +202,27 @@ def merge_shards(shards: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str
     return merged
 
 
+def skipped_image_ids(
+    dataset: Dataset,
+    items: Sequence[Mapping[str, Any]],
+    max_samples: int | None,
+    recorded: Sequence[str] = (),
+) -> list[str]:
+    """The images of the (cut) split that got no report: those the dataset skipped.
+
+    A folder dataset replaces a bad image by the next readable one, so its skipped
+    images are the annotated ids of the cut split missing from ``items``; a shard
+    dataset leaves bad images out and records their ids itself (``skipped_ids``,
+    gathered from every rank into ``recorded``).
+    """
+    annotations = getattr(dataset, "annotations", None)
+    if annotations is None:
+        return list(dict.fromkeys(str(i) for i in recorded))
+    cut = annotations if max_samples is None else annotations[:max_samples]
+    got = {str(item["image_id"]) for item in items}
+    return [i for i in dict.fromkeys(str(a.image_id) for a in cut) if i not in got]
+
+
 def raw_reports(dataset: Dataset) -> dict[str, str] | None:
     """``image_id -> report`` as annotated, or ``None`` for datasets without annotations."""
     annotations = getattr(dataset, "annotations", None)
@@ -301,9 +324,20 @@ def evaluate_split(
     seconds = time.perf_counter() - started
     shards = dist.all_gather_objects(local)
     times = dist.all_gather_objects(seconds)
+    shard_skips = dist.all_gather_objects(list(getattr(dataset, "skipped_ids", [])))
     if not dist.is_main_process():
         return None
     items = merge_shards(shards)
+    recorded = [i for rank_ids in shard_skips for i in rank_ids]
+    skipped_ids = skipped_image_ids(dataset, items, run.max_samples, recorded)
+    if skipped_ids:
+        log.warning(
+            "%s/%s: %d image(s) skipped as unreadable or too small: %s",
+            name,
+            split,
+            len(skipped_ids),
+            ", ".join(skipped_ids[:10]) + (" ..." if len(skipped_ids) > 10 else ""),
+        )
     if not items:
         raise RuntimeError(f"dataset {name}/{split}: no reports were generated")
     wall = max(times)
@@ -352,6 +386,7 @@ def evaluate_split(
         seed=int(run.seed),
     )
     metrics["skipped"].update(baseline_skips)
+    metrics["skipped_images"] = {"count": len(skipped_ids), "image_ids": skipped_ids}
     metrics_path = out_dir / "metrics.json"
     atomic_write_json(metrics, metrics_path)
     from xraygpt.eval.plots import plot_metrics

@@ -17,7 +17,8 @@ from transformers import (
     StoppingCriteria,
 )
 
-from xraygpt.common.config import PACKAGE_ROOT
+from xraygpt.common.config import PACKAGE_ROOT, ConfigError
+from xraygpt.common.errors import MissingFileError
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ DTYPES = {
 
 def parse_dtype(name: str, key: str) -> torch.dtype:
     if name not in DTYPES:
-        raise ValueError(f"{key}={name!r} is not a dtype; use one of {', '.join(DTYPES)}")
+        raise ConfigError(f"{key}={name!r} is not a dtype; use one of {', '.join(DTYPES)}")
     return DTYPES[name]
 
 
@@ -82,7 +83,7 @@ def preset_config(
 ) -> LlamaConfig:
     """A ``LlamaConfig`` from a named preset, with ``model.llama_config`` overrides."""
     if preset not in LLAMA_PRESETS:
-        raise ValueError(
+        raise ConfigError(
             f"model.llama_preset={preset!r} is unknown; presets: {', '.join(LLAMA_PRESETS)}"
         )
     values = dict(LLAMA_PRESETS[preset])
@@ -91,7 +92,7 @@ def preset_config(
     reference = LlamaConfig()
     unknown = sorted(k for k in (overrides or {}) if not hasattr(reference, k))
     if unknown:
-        raise ValueError(f"model.llama_config has key(s) LlamaConfig does not know: {unknown}")
+        raise ConfigError(f"model.llama_config has key(s) LlamaConfig does not know: {unknown}")
     values.update(overrides or {})
     return LlamaConfig(**values)
 
@@ -100,7 +101,7 @@ def folder_config(folder: Path) -> LlamaConfig:
     """The architecture of a HF LLaMA folder, read from its ``config.json`` only."""
     path = folder / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.llama_model={folder} has no config.json; it must be a HF-format "
             f"LLaMA/Vicuna folder (config.json, weights, tokenizer files)"
         )
@@ -115,7 +116,7 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
         raise RuntimeError(f"cannot load a tokenizer from {path}: {err}") from err
     for name in ("bos_token_id", "eos_token_id"):
         if getattr(tokenizer, name) is None:
-            raise ValueError(f"tokenizer at {path} has no {name.removesuffix('_id')} token")
+            raise ConfigError(f"tokenizer at {path} has no {name.removesuffix('_id')} token")
     tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     return tokenizer

@@ -40,8 +40,9 @@ from transformers import (
 
 import xraygpt.models.convert as convert
 import xraygpt.models.hf_blip2 as hf_blip2
-from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT
+from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT, ConfigError
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
+from xraygpt.common.errors import CheckpointError, MissingFileError
 from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
@@ -137,7 +138,7 @@ def require_path(value: str, key: str, *, folder: bool = False, hint: str = "") 
     ok = path is not None and (path.is_dir() if folder else path.is_file())
     if not ok:
         what = "folder" if folder else "file"
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"model.{key}: {what} {value!r} not found (looked at {path}). {hint}".rstrip()
         )
     return path
@@ -150,7 +151,7 @@ def as_model_config(cfg: Any) -> DictConfig:
     try:
         return OmegaConf.merge(OmegaConf.structured(MiniGPT4Config), cfg)
     except OmegaConfBaseException as err:
-        raise ValueError(f"model config: {err}") from err
+        raise ConfigError(f"model config: {err}") from err
 
 
 def _ckpt_paths(value: Any) -> list[str]:
@@ -160,7 +161,7 @@ def _ckpt_paths(value: Any) -> list[str]:
         return [value]
     items = list(value)
     if not all(isinstance(item, str) and item for item in items):
-        raise ValueError(f"model.ckpt must be a path or a list of paths, got {value!r}")
+        raise ConfigError(f"model.ckpt must be a path or a list of paths, got {value!r}")
     return items
 
 
@@ -197,14 +198,14 @@ class MiniGPT4(nn.Module):
         self.max_txt_len = int(cfg.max_txt_len)
         self.end_sym = str(cfg.end_sym)
         if not self.end_sym:
-            raise ValueError("model.end_sym must not be empty")
+            raise ConfigError("model.end_sym must not be empty")
 
         # --- vision encoder + ln_vision
         vit_dtype = parse_dtype(cfg.vit_precision, "model.vit_precision")
         if self.low_resource:
             vit_dtype = torch.float32  # it runs on the CPU then, as in the original
         if vit_dtype != torch.float32 and not self.freeze_vit:
-            raise ValueError(
+            raise ConfigError(
                 f"model.vit_precision={cfg.vit_precision} with freeze_vit=false would train "
                 f"half-precision weights; use vit_precision=fp32 (AMP still applies)"
             )
@@ -226,7 +227,7 @@ class MiniGPT4(nn.Module):
         # --- prompts
         self.prompt_template = str(cfg.prompt_template or "{}")
         if self.prompt_template.count("{}") != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"model.prompt_template={cfg.prompt_template!r} must hold exactly one '{{}}' "
                 f"(where the prompt goes)"
             )
@@ -250,7 +251,7 @@ class MiniGPT4(nn.Module):
         unknown = sorted(k for k in overrides if not hasattr(reference, k))
         if unknown or "encoder_hidden_size" in overrides:
             bad = unknown + (["encoder_hidden_size"] if "encoder_hidden_size" in overrides else [])
-            raise ValueError(
+            raise ConfigError(
                 f"model.qformer_config: key(s) {bad} not allowed (encoder_hidden_size comes "
                 f"from the vision encoder; others must be Blip2QFormerConfig fields)"
             )
@@ -262,7 +263,7 @@ class MiniGPT4(nn.Module):
         """(tokenizer, LLM, where the LLM came from, whether its weights are pretrained)."""
         dtype = parse_dtype(cfg.llm_dtype, "model.llm_dtype")
         if dtype != torch.float32 and not cfg.freeze_llm:
-            raise ValueError(
+            raise ConfigError(
                 f"model.llm_dtype={cfg.llm_dtype} with freeze_llm=false would train "
                 f"half-precision weights; use llm_dtype=float32"
             )
@@ -292,7 +293,7 @@ class MiniGPT4(nn.Module):
 
         if folder is not None and not meta:
             if cfg.llama_config:
-                raise ValueError(
+                raise ConfigError(
                     "model.llama_config overrides a preset; it cannot change a pretrained "
                     f"LLM loaded from model.llama_model={cfg.llama_model}"
                 )
@@ -309,9 +310,9 @@ class MiniGPT4(nn.Module):
             source, pretrained = str(folder), True
         else:
             if self.low_resource and not meta:
-                raise ValueError("model.low_resource=true needs a pretrained model.llama_model")
+                raise ConfigError("model.low_resource=true needs a pretrained model.llama_model")
             if self.lora is not None and self.lora.quantize_4bit and not meta:
-                raise ValueError(
+                raise ConfigError(
                     "model.lora.quantize_4bit=true needs a pretrained model.llama_model: a "
                     "randomly initialised LLM is not quantized"
                 )
@@ -321,7 +322,7 @@ class MiniGPT4(nn.Module):
             else:
                 preset = cfg.llama_preset or ("llama-7b" if meta else None)
                 if preset is None:
-                    raise ValueError(
+                    raise ConfigError(
                         "model.llama_model is empty and model.llama_preset is not set: "
                         "name a Vicuna folder, or a preset (llama-7b, llama-13b, tiny) "
                         "for a randomly initialised LLM"
@@ -331,7 +332,7 @@ class MiniGPT4(nn.Module):
             llm = build_random_llm(config, dtype)
             pretrained = False
         if len(tokenizer) > llm.config.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the tokenizer ({tok_path}) has {len(tokenizer)} tokens but the LLM's "
                 f"vocabulary holds {llm.config.vocab_size}: they do not belong together"
             )
@@ -367,7 +368,7 @@ class MiniGPT4(nn.Module):
         lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         usable = [line for line in lines if IMAGE_PLACEHOLDER in line]
         if not usable:
-            raise ValueError(
+            raise ConfigError(
                 f"model.prompt_path {path} has no line with {IMAGE_PLACEHOLDER}; each prompt "
                 f"must say where the image goes"
             )
@@ -409,7 +410,7 @@ class MiniGPT4(nn.Module):
     ) -> DictConfig:
         """The validated default config of ``model_type``, with ``overrides`` on top."""
         if model_type not in cls.PRETRAINED_MODEL_CONFIG_DICT:
-            raise ValueError(
+            raise ConfigError(
                 f"mini_gpt4 has no model_type {model_type!r}; "
                 f"known: {', '.join(cls.PRETRAINED_MODEL_CONFIG_DICT)}"
             )
@@ -489,7 +490,7 @@ class MiniGPT4(nn.Module):
             state, dropped = adapt(state)
         fit = fit_state(shapes_of(state), shapes_of(self.visual_encoder.state_dict()))
         if not fit.ok:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source} does not fit vision encoder {self.cfg.vit_model!r}: "
                 + "; ".join(fit.problems())
             )
@@ -511,7 +512,7 @@ class MiniGPT4(nn.Module):
             unused=converted.unused,
         )
         if not fit.ok:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source} (model.q_former_model) does not fit the Q-Former (after the LAVIS "
                 "-> HF key mapping): " + "; ".join(fit.problems())
             )
@@ -539,16 +540,18 @@ class MiniGPT4(nn.Module):
         own = self.state_dict()
         fit = fit_state(shapes_of(tensors), shapes_of(own), subset=True)
         if fit.unexpected:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source} (model.ckpt) has {len(fit.unexpected)} key(s) this model does not "
                 f"have: {_dotted(list(fit.unexpected))}; it was saved from a different model "
                 "configuration"
             )
         if not tensors:
-            raise ValueError(f"{source} (model.ckpt) holds no tensor of this model")
+            raise CheckpointError(f"{source} (model.ckpt) holds no tensor of this model")
         self._check_llama_proj(tensors, source)
         if fit.mismatched:
-            raise ValueError(f"{source}: shapes do not fit the model: " + "; ".join(fit.problems()))
+            raise CheckpointError(
+                f"{source}: shapes do not fit the model: " + "; ".join(fit.problems())
+            )
         # A checkpoint holds the trained subset by design; every key it has was checked above.
         self.load_state_dict(tensors, strict=False)
         loaded = convert.group_counts(tensors)
@@ -568,13 +571,13 @@ class MiniGPT4(nn.Module):
         (the names mapped back by :mod:`xraygpt.models.hf_blip2`); shapes must fit.
         """
         if not hf_blip2.is_exported_folder(folder):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"model.ckpt: {folder} is a folder but not one written by "
                 f"'python -m xraygpt.export hf' (no {hf_blip2.EXPORT_INFO} and "
                 f"{hf_blip2.CONFIG_FILE}); give a checkpoint file or an exported folder"
             )
         if hasattr(self.llama_model, "peft_config"):
-            raise ValueError(
+            raise CheckpointError(
                 f"model.ckpt: {folder} holds plain LLM weights (LoRA merged); load it before "
                 f"wrapping the LLM with adapters"
             )
@@ -584,14 +587,14 @@ class MiniGPT4(nn.Module):
         for tensors in hf_blip2.iter_folder_state(folder, vocab):  # one shard in memory at a time
             fit = fit_state(shapes_of(tensors), shapes_of(own), subset=True)
             if fit.unexpected:
-                raise ValueError(
+                raise CheckpointError(
                     f"model.ckpt: {folder} has {len(fit.unexpected)} tensor(s) this model does "
                     f"not have [{_dotted(list(fit.unexpected))}]; it was exported from another "
                     "configuration"
                 )
             self._check_llama_proj(tensors, str(folder))
             if fit.mismatched:
-                raise ValueError(
+                raise CheckpointError(
                     f"{folder}: shapes do not fit the model: " + "; ".join(fit.problems())
                 )
             # One shard at a time: the missing keys are checked once all shards are read.
@@ -599,7 +602,7 @@ class MiniGPT4(nn.Module):
             seen += tensors
         missing = sorted(set(own) - set(seen))
         if missing:
-            raise ValueError(
+            raise CheckpointError(
                 f"model.ckpt: {folder} lacks {len(missing)} tensor(s) of this model "
                 f"[{_dotted(missing)}]; it was exported from another configuration"
             )
@@ -611,7 +614,7 @@ class MiniGPT4(nn.Module):
         own = self.state_dict()
         proj = tensors.get("llama_proj.weight")
         if proj is not None and proj.shape != own["llama_proj.weight"].shape:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: llama_proj maps {proj.shape[1]} -> {proj.shape[0]} but this model "
                 f"needs {own['llama_proj.weight'].shape[1]} -> "
                 f"{own['llama_proj.weight'].shape[0]} (the LLM's hidden size). The checkpoint "

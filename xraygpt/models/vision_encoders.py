@@ -48,6 +48,8 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.eva import Eva
 from torch import nn
 
+from xraygpt.common.config import ConfigError
+from xraygpt.common.errors import CheckpointError
 from xraygpt.common.registry import registry
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ def _options(cfg: Any, allowed: Mapping[str, Any], encoder: str) -> dict[str, An
     given = dict(getattr(cfg, "vision_config", None) or {})
     unknown = sorted(set(given) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"model.vision_config has key(s) {', '.join(unknown)} that vision encoder "
             f"{encoder!r} does not take; it takes: {', '.join(sorted(allowed)) or '(none)'}"
         )
@@ -119,7 +121,7 @@ class _EvaEncoder(Eva):
         pos = kept.get("pos_embed")
         if pos is not None and self.pos_embed is not None and pos.shape != self.pos_embed.shape:
             if pos.shape[-1] != self.pos_embed.shape[-1]:
-                raise ValueError(
+                raise CheckpointError(
                     f"pos_embed width {pos.shape[-1]} does not fit the encoder's "
                     f"{self.pos_embed.shape[-1]}: the file is for another architecture"
                 )
@@ -175,7 +177,7 @@ class TinyEva(_EvaEncoder):
     def from_config(cls, cfg: Any) -> TinyEva:
         opts = _options(cfg, cls.DEFAULTS, "tiny")
         if cfg.image_size % opts["patch_size"]:
-            raise ValueError(
+            raise ConfigError(
                 f"model.image_size {cfg.image_size} is not a multiple of the tiny "
                 f"encoder's patch_size {opts['patch_size']}"
             )

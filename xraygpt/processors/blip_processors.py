@@ -21,11 +21,12 @@ from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 
 from xraygpt.common.constants import CLIP_MEAN, CLIP_STD
+from xraygpt.common.errors import XrayGPTError
 from xraygpt.common.registry import registry
 from xraygpt.processors.image_io import to_rgb
 
 
-class ProcessorConfigError(ValueError):
+class ProcessorConfigError(XrayGPTError, ValueError):
     """A processor config with a key the processor does not know."""
 
 

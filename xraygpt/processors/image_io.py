@@ -116,9 +116,27 @@ def open_image(source: ImageSource, draft_size: int | None = None) -> Image.Imag
     return img
 
 
-def load_image(source: ImageSource, draft_size: int | None = None) -> Image.Image:
-    """An image file (path, bytes or file object) as an 8-bit RGB PIL image."""
-    return to_rgb(open_image(source, draft_size))
+class ImageTooSmallError(ValueError):
+    """An image with a side below the minimum: a thumbnail or a placeholder, not a radiograph."""
+
+
+def load_image(
+    source: ImageSource, draft_size: int | None = None, min_size: int = 0
+) -> Image.Image:
+    """An image file (path, bytes or file object) as an 8-bit RGB PIL image.
+
+    ``min_size``: raise :class:`ImageTooSmallError` (a ``ValueError``, so callers
+    treat it as an unreadable image) when either side is below this many pixels;
+    a 1x1 file decodes fine but upscaled to the model's input it is no image.
+    """
+    img = open_image(source, draft_size)
+    if min(img.size) < min_size:
+        width, height = img.size
+        raise ImageTooSmallError(
+            f"the image is {width}x{height} px, below the minimum of {min_size} px a side "
+            "(min_image_size)"
+        )
+    return to_rgb(img)
 
 
 def resize_max_side(img: Image.Image, max_side: int) -> Image.Image:

@@ -45,6 +45,7 @@ from typing import Any
 from tqdm import tqdm
 
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
+from xraygpt.common.errors import DataError
 from xraygpt.common.io import atomic_write_json
 from xraygpt.data.annotations import SPLITS, Annotation, write_annotations
 from xraygpt.processors.image_io import dicom_downscale_job, downscale_job
@@ -65,7 +66,7 @@ DEFAULT_VIEWS = ("PA", "AP")
 NO_VIEW = "NONE"  # the name --views uses for a DICOM without ViewPosition
 
 
-class PrepareError(ValueError):
+class PrepareError(DataError):
     """Input that prepare cannot use; the message names the file."""
 
 
@@ -713,4 +714,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

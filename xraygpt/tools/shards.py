@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 from webdataset import TarWriter
 
+from xraygpt.common.errors import MissingFileError
 from xraygpt.common.io import atomic_write_json
 from xraygpt.data.annotations import SPLITS, Annotation, load_annotations
 
@@ -62,7 +63,7 @@ def write_shards(
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     ann_path = storage / ann_file
     if not ann_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"annotation file not found: {ann_path}; prepare the folder first with "
             f"python -m xraygpt.tools.prepare (see dataset/README.md)"
         )
@@ -123,7 +124,7 @@ def write_shards(
             tmp_path.unlink(missing_ok=True)  # type: ignore[union-attr]
         raise
     if not names:
-        raise FileNotFoundError(f"no image of split {split!r} found in {storage / image_dir}")
+        raise MissingFileError(f"no image of split {split!r} found in {storage / image_dir}")
     pattern = str(out / f"{split}-{{{0:0{digits}d}..{len(names) - 1:0{digits}d}}}.tar")
     if len(names) == 1:
         pattern = str(out / names[0])
@@ -173,4 +174,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

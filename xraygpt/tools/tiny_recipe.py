@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from xraygpt.common.constants import PHANTOM_OBSERVATIONS
+from xraygpt.common.errors import MissingFileError
 
 STAGES = ("xraygpt_tiny_stage1", "xraygpt_tiny_stage2", "xraygpt_tiny_stage3")
 EVAL_JOB = "xraygpt_tiny_eval"
@@ -154,7 +155,7 @@ def summarize(output: str | Path, data: str | Path, *, losses: bool = True) -> d
     output, data = Path(output), Path(data)
     metrics_path = output / EVAL_JOB / "metrics.json"
     if not metrics_path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{metrics_path} not found: run test.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml "
             f"(or quickstart.sh) first"
         )
@@ -220,4 +221,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xraygpt.common.errors import CheckpointError
 from xraygpt.common.io import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def load_trainable_state_dict(
     missing = sorted(trainable - set(state))
     unexpected = sorted(set(state) - trainable)
     if missing or unexpected:
-        raise ValueError(
+        raise CheckpointError(
             f"{source}: its 'model' entry does not match the trainable parameters of the "
             f"model; missing: {missing or 'none'}; not trainable here: {unexpected or 'none'}. "
             f"Was it written with other freeze_* settings or another model?"
@@ -73,7 +74,9 @@ def load_trainable_state_dict(
         if state[name].shape != params[name].shape
     ]
     if bad_shapes:
-        raise ValueError(f"{source}: shape mismatch (checkpoint vs model): {'; '.join(bad_shapes)}")
+        raise CheckpointError(
+            f"{source}: shape mismatch (checkpoint vs model): {'; '.join(bad_shapes)}"
+        )
     with torch.no_grad():
         for name in trainable:
             params[name].copy_(state[name])

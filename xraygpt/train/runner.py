@@ -20,6 +20,7 @@ optimizer steps once every ``k`` iterations, at the rate of the last one.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from tqdm import tqdm
 import xraygpt.train.fsdp as fsdp
 from xraygpt.common import dist
 from xraygpt.common.config import Config, ConfigError
+from xraygpt.common.errors import CheckpointError, OutputExistsError, XrayGPTError
 from xraygpt.common.io import atomic_write_text, load_checkpoint
 from xraygpt.common.launch import seed_everything
 from xraygpt.common.registry import registry
@@ -55,11 +57,23 @@ from xraygpt.train.tracking import Tracker, check_wandb_config
 
 log = logging.getLogger(__name__)
 
+# run.* keys the learning rate of an iteration depends on.
+SCHEDULE_KEYS = (
+    "lr_sched",
+    "max_epoch",
+    "iters_per_epoch",
+    "init_lr",
+    "min_lr",
+    "warmup_lr",
+    "warmup_steps",
+    "decay_rate",
+)
+
 # (start_step) -> an endless iterator of batches whose first batch is that of `start_step`.
 LoaderFactory = Callable[[int], Iterator[dict]]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(XrayGPTError, RuntimeError):
     """Training stopped after too many consecutive steps with a NaN/inf loss or gradient."""
 
 
@@ -249,7 +263,7 @@ class RunnerBase:
             ckpt = load_checkpoint(path, "run.resume checkpoint")
             missing = [k for k in ("model", "optimizer", "lr_sched", "step") if k not in ckpt]
             if missing:
-                raise ValueError(
+                raise CheckpointError(
                     f"{path} is not a training checkpoint of this runner (no "
                     f"{', '.join(missing)}); to start from weights only, use model.ckpt instead"
                 )
@@ -273,6 +287,7 @@ class RunnerBase:
                     saved_run[key],
                     now,
                 )
+        self._warn_if_schedule_changed(path, saved_run, step)
         rng = ckpt.get("rng") or []
         if len(rng) == self.world_size:
             restore_rng_state(rng[self.rank])
@@ -287,6 +302,51 @@ class RunnerBase:
             seed_everything(self.run_cfg.seed + step, self.rank)
         log.info("resumed from %s at iteration %d (epoch %d)", path, step, ckpt.get("epoch", -1))
         return step
+
+    def _warn_if_schedule_changed(self, path: Path, saved_run: Mapping, step: int) -> None:
+        """Say so when the run resumes with other learning-rate settings than it was
+        written with (typically a finished run extended by a larger ``run.max_epoch``).
+
+        The rate is a pure function of the global iteration and the *current*
+        settings, so the resumed run continues on the recomputed curve, not on the
+        old one: a cosine is stretched over the new total and can jump back up.
+        """
+        changed = [
+            key
+            for key in SCHEDULE_KEYS
+            if key in saved_run and saved_run[key] != self.run_cfg.get(key)
+        ]
+        if not changed:
+            return
+        old = copy.copy(self.lr_sched)
+        for key in ("max_epoch", "iters_per_epoch", "init_lr", "min_lr", "warmup_lr"):
+            if key in saved_run:
+                setattr(old, key, saved_run[key])
+        if "warmup_steps" in saved_run:
+            old.warmup_steps = saved_run["warmup_steps"]
+        if "decay_rate" in saved_run and hasattr(old, "decay_rate"):
+            old.decay_rate = saved_run["decay_rate"]
+        try:
+            before = f"{old.lr_at(step - 1):.3g}" if step > 0 else "none yet"
+        except (TypeError, ValueError, ZeroDivisionError):  # another scheduler's settings
+            before = "unknown"
+        after = self.lr_sched.lr_at(step)
+        log.warning(
+            "%s was written with %s; this run has %s. The learning-rate schedule (%s) is "
+            "recomputed from the global iteration with the new settings over %d iterations "
+            "(warm-up not repeated once past it), not continued from the old curve: the "
+            "last rate of the checkpoint was %s at iteration %d, the next is %.3g at "
+            "iteration %d. To keep the old curve, resume with the old values",
+            path,
+            ", ".join(f"run.{k}={saved_run[k]}" for k in changed),
+            ", ".join(f"run.{k}={self.run_cfg.get(k)}" for k in changed),
+            self.run_cfg.lr_sched,
+            self.total_steps,
+            before,
+            step - 1,
+            after,
+            step,
+        )
 
     def _save(self, step: int) -> None:
         """Checkpoint after ``step`` global iterations (all ranks call; rank 0 writes)."""
@@ -329,9 +389,11 @@ class RunnerBase:
         resume = self._resume_path()
         if resume is not None:
             start_step = self._load(resume)
+            if self.is_main:
+                self._trim_log(start_step)
         elif _broadcast_object(self.is_main and self._find_latest() is not None):
             # Starting afresh here would mix two runs' checkpoints and prune the wrong ones.
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{self.output_dir} already holds checkpoints of an earlier run: continue it "
                 f"with --options run.resume=auto, or start a new one under another "
                 f"run.job_name / run.output_dir (or delete the folder)"
@@ -493,6 +555,36 @@ class RunnerBase:
     def _should_save(self, done: int) -> bool:
         every = self.run_cfg.save_every_iters
         return done % self.run_cfg.iters_per_epoch == 0 or bool(every and done % every == 0)
+
+    def _trim_log(self, step: int) -> None:
+        """Drop the lines of ``log.jsonl`` past ``step``, the iteration resumed from.
+
+        A killed run logged the iterations after its last checkpoint, which the
+        resumed run repeats; without the trim every reader (the recipe summary,
+        plots) would see those steps twice. A line cut off by the kill goes too.
+        The file is rewritten atomically, so a kill now loses nothing.
+        """
+        path = self.output_dir / "log.jsonl"
+        if not path.is_file():
+            return
+        kept, dropped = [], 0
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                dropped += 1
+                continue
+            if isinstance(entry, dict) and int(entry.get("step", 0)) > step:
+                dropped += 1
+                continue
+            kept.append(line)
+        if dropped:
+            atomic_write_text("".join(f"{line}\n" for line in kept), path)
+            log.info(
+                "log.jsonl: dropped %d line(s) past iteration %d, which this run repeats",
+                dropped,
+                step,
+            )
 
     def _log(self, stats: dict[str, float], **extra: Any) -> None:
         stats = {**extra, **_mean_across_ranks(stats, self.device)}

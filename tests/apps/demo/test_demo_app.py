@@ -394,3 +394,18 @@ def test_dicom_uploads_are_deleted_from_gradios_upload_cache(
     messages, _, _ = handlers.load_image(_upload(refused), ChatSession())
     assert "multi-frame" in messages[0]["content"] and not refused.exists()
     assert xray_dicom.is_file()  # outside Gradio's cache: left alone
+
+
+def test_a_first_question_too_long_for_the_context_says_so(handlers, fake_chat, xray_png):
+    _, _, session = handlers.load_image(_upload(xray_png), ChatSession())
+    before = session.conv.get_prompt()
+    fake_chat.max_length = 400  # room for 300 new tokens and ~100 positions of context
+    question = "please describe " * 12  # under max_question_chars, over the context
+    frames, box, session = _run(handlers, None, question, session)
+    text = frames[-1][-1]["content"]
+    assert "Your question is too long for the model's context" in text
+    assert "grown too long" not in text
+    assert box == question  # kept, to be shortened
+    assert session.conv.get_prompt() == before and not fake_chat.generation_calls
+    frames, _, _ = _run(handlers, None, "short?", session)  # a shorter one is answered
+    assert frames[-1][-1]["content"] == fake_chat.answer

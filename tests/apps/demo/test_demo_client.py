@@ -147,6 +147,15 @@ def test_conversation_longer_than_the_context(tiny_demo, xray_png):
     assert not _is_warning(final[-1]) and len(final) == 7
 
 
+def test_a_first_question_longer_than_the_context(tiny_demo, xray_png):
+    client = _client(tiny_demo)
+    client.predict(handle_file(str(xray_png)), api_name="/upload")
+    _, final = _ask(client, "please describe every detail " * 30)
+    assert "Your question is too long for the model's context" in _text(final[-1])
+    _, final = _ask(client, "Any effusion?")
+    assert not _is_warning(final[-1]) and _text(final[-1]).strip()
+
+
 def test_simultaneous_users_have_their_own_conversations(
     tiny_demo, monkeypatch, xray_png, other_xray_png
 ):

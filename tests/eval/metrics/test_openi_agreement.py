@@ -98,5 +98,8 @@ def test_cli_prints_the_table(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert main(["--archive", str(small)]) == 0
     out = capsys.readouterr().out
     assert "(3 reports)" in out and "micro (11 core)" in out and "Cardiomegaly" in out
-    with pytest.raises(RuntimeError, match="cannot read"):
+    with pytest.raises(FileNotFoundError, match="missing.tgz not found"):
         read_reports(tmp_path / "missing.tgz")
+    (tmp_path / "junk.tgz").write_bytes(b"not a tar")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_reports(tmp_path / "junk.tgz")

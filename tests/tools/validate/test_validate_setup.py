@@ -339,6 +339,22 @@ def test_dicom_images_are_sampled_through_the_dicom_reader(tiny_job, data_copy):
     assert len(item.details) == 1 and "pixel data cannot be decoded" in item.details[0]
 
 
+def test_too_small_image_is_listed(tiny_job, data_copy):
+    from PIL import Image
+
+    small = data_copy / "image" / "phantom_00002.png"
+    Image.new("L", (1, 1), 100).save(small)  # decodes fine, but is no radiograph
+    result = run(tiny_job, f"datasets.phantom.build_info.storage={data_copy}")
+    item = assert_fails(result, "phantom: sample images", "9 of 10", ">= 32 px", str(small))
+    assert "1x1 px" in item.details[0] and "min_image_size" in item.fix
+    relaxed = run(
+        tiny_job,
+        f"datasets.phantom.build_info.storage={data_copy}",
+        "datasets.phantom.min_image_size=0",
+    )
+    assert check(relaxed, "phantom: sample images").status == PASS
+
+
 def test_missing_image_and_wrong_extension(tiny_job, data_copy):
     image = data_copy / "image" / "phantom_00002.png"
     image.rename(image.with_suffix(".jpg"))
@@ -518,6 +534,19 @@ def test_checkpoint_that_is_not_weights_only(full, tmp_path):
     torch.save({"model": {}, "args": argparse.Namespace(lr=1)}, path)
     result = run(full["job"], f"model.ckpt={path}")
     assert_fails(result, "checkpoint model.ckpt", "weights_only=True")
+
+
+def test_empty_and_truncated_checkpoints_say_so(full, tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    result = run(full["job"], f"model.ckpt={empty}")
+    item = assert_fails(result, "checkpoint model.ckpt", "is empty (0 bytes)", str(empty))
+    assert "EOFError" not in item.message
+    whole = full["root"] / "stage1.pth"
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(whole.read_bytes()[:-200])
+    result = run(full["job"], f"model.ckpt={cut}")
+    assert_fails(result, "checkpoint model.ckpt", "is truncated", "Download or copy it again")
 
 
 def test_missing_stage1_checkpoint_names_the_job_that_writes_it(full, tmp_path):

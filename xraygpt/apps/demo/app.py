@@ -40,6 +40,7 @@ from xraygpt.apps.demo.images import (
     file_digest,
     read_upload,
 )
+from xraygpt.common.errors import UsageError
 from xraygpt.processors.dicom import DICOM_SUFFIXES, looks_like_dicom
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,11 @@ MSG_CONTEXT_FULL = (
     "answer it needs {needed:,} of {limit:,} positions, and answering now would push the "
     "X-ray out of what the model sees. Clear the chat (bin icon) to start again about "
     "the same X-ray, or press **Reset**."
+)
+MSG_FIRST_QUESTION_TOO_LONG = (
+    "Your question is too long for the model's context: with the X-ray and room for the "
+    "answer it needs {needed:,} of {limit:,} positions, so the model would not see the "
+    "X-ray. Please shorten it."
 )
 MSG_BAD_SETTING = "{name} must be between {low} and {high}; got {value!r}."
 MSG_EMPTY_ANSWER = "(The model returned an empty answer. Try again, or raise the temperature.)"
@@ -166,7 +172,7 @@ class ChatHandlers:
         max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if max_new_tokens >= chat.max_length:
-            raise ValueError(
+            raise UsageError(
                 f"max_new_tokens={max_new_tokens} leaves no room for the conversation in the "
                 f"model's context of {chat.max_length} positions; use fewer new tokens"
             )
@@ -365,9 +371,13 @@ class ChatHandlers:
             cut = self.chat.image_cut_off(conv, session.img_list, self.max_new_tokens)
             if cut is not None:
                 needed, limit = cut
-                history.append(_warning(MSG_CONTEXT_FULL.format(needed=needed, limit=limit)))
+                # With no answer yet there is no conversation to clear: the question is it.
+                first = not any(role == conv.roles[1] for role, _ in session.conv.messages)
+                message = MSG_FIRST_QUESTION_TOO_LONG if first else MSG_CONTEXT_FULL
+                history.append(_warning(message.format(needed=needed, limit=limit)))
                 session.history = history
-                yield list(history), gr.skip(), session
+                # A refused first question goes back into the box, to be shortened.
+                yield list(history), question if first else gr.skip(), session
                 return
             stream = self.chat.stream_answer(
                 conv,
@@ -634,9 +644,9 @@ def build_chat(cfg: Any, device: Any) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     """Load the model of ``args.cfg_path`` and serve the demo until interrupted."""
-    from xraygpt.common.config import Config, ConfigError
+    from xraygpt.common.config import Config
+    from xraygpt.common.errors import XrayGPTError, debug_requested
     from xraygpt.common.launch import seed_everything, setup_logging
-    from xraygpt.common.registry import RegistryError
 
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per HTTP request otherwise
@@ -655,8 +665,10 @@ def main(args: argparse.Namespace) -> int:
             concurrency_limit=args.concurrency,
             max_file_bytes=max_bytes,
         )
-    except (ConfigError, RegistryError, ValueError, FileNotFoundError) as err:
+    except XrayGPTError as err:
         # These messages name the file, key or flag at fault; a traceback adds nothing.
+        if debug_requested():
+            raise
         log.error("cannot start the demo: %s", err)
         return 2
     _, url, share_url = launch_demo(

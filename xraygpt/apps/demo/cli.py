@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from xraygpt.apps.demo.images import DEFAULT_MAX_BYTES
+from xraygpt.common.errors import UsageError
 from xraygpt.common.generation import CHAT_GENERATION
 
 log = logging.getLogger(__name__)
@@ -105,11 +106,11 @@ def resolve_device(gpu_id: int | None, device: str | None) -> Any:
         try:
             chosen = torch.device(device)
         except RuntimeError as err:
-            raise ValueError(
+            raise UsageError(
                 f"--device {device!r} is not a device name (try cpu or cuda:0)"
             ) from err
         if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available on this machine")
+            raise UsageError(f"--device {device}: CUDA is not available on this machine")
         return chosen
     gpu_id = 0 if gpu_id is None else gpu_id
     if not torch.cuda.is_available():
@@ -117,7 +118,7 @@ def resolve_device(gpu_id: int | None, device: str | None) -> Any:
         return torch.device("cpu")
     count = torch.cuda.device_count()
     if not 0 <= gpu_id < count:
-        raise ValueError(
+        raise UsageError(
             f"--gpu-id {gpu_id}: this machine has {count} CUDA device(s), numbered from 0"
         )
     return torch.device(f"cuda:{gpu_id}")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from xraygpt.common.errors import XrayGPTError
 from xraygpt.processors.dicom import DICOM_SUFFIXES, DicomError, looks_like_dicom, read_dicom
 from xraygpt.processors.image_io import to_rgb
 
@@ -25,7 +26,7 @@ DEFAULT_MAX_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 50_000_000  # a 7000 x 7000 film; digital chest X-rays are ~3000 x 3000
 
 
-class ImageRejected(ValueError):
+class ImageRejected(XrayGPTError, ValueError):
     """An upload the demo cannot use; ``str(err)`` is the message for the user."""
 
 

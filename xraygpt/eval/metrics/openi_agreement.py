@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from xraygpt.common.errors import DataError, MissingFileError
 from xraygpt.eval.metrics.labeler import POSITIVE, label_report
 
 ARCHIVE_NAME = "NLMCXR_reports.tgz"
@@ -131,7 +132,7 @@ def find_archive() -> Path:
     """The report archive inside the installed ``torchxrayvision`` (not imported: it is slow)."""
     spec = importlib.util.find_spec("torchxrayvision")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"the OpenI report archive {ARCHIVE_NAME} comes with the torchxrayvision package, "
             f"which is not installed: pip install -r requirements.txt"
         )
@@ -139,7 +140,7 @@ def find_archive() -> Path:
         path = Path(folder) / "data" / ARCHIVE_NAME
         if path.is_file():
             return path
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{ARCHIVE_NAME} not found in torchxrayvision's data folder "
         f"({', '.join(spec.submodule_search_locations)}); reinstall torchxrayvision"
     )
@@ -148,6 +149,8 @@ def find_archive() -> Path:
 def read_reports(path: str | Path | None = None) -> list[OpenIReport]:
     """Every report of the archive, in file-name order (1, 2, ..., 3999)."""
     path = Path(path) if path is not None else find_archive()
+    if not path.is_file():
+        raise MissingFileError(f"the OpenI report archive {path} not found (--archive)")
     reports = []
     try:
         with tarfile.open(path, "r:gz") as tar:
@@ -172,9 +175,9 @@ def read_reports(path: str | Path | None = None) -> list[OpenIReport]:
                     )
                 )
     except (tarfile.TarError, ET.ParseError, OSError) as err:
-        raise RuntimeError(f"cannot read the OpenI report archive {path}: {err}") from err
+        raise DataError(f"cannot read the OpenI report archive {path}: {err}") from err
     if not reports:
-        raise RuntimeError(f"{path} holds no ecgen-radiology/*.xml reports")
+        raise DataError(f"{path} holds no ecgen-radiology/*.xml reports")
     reports.sort(key=lambda r: int(r.report_id) if r.report_id.isdigit() else r.report_id)
     return reports
 
@@ -282,4 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import xraygpt.eval.metrics.bootstrap as boot
+from xraygpt.common.errors import DataError, MissingFileError
 from xraygpt.common.io import atomic_write_text
 from xraygpt.eval.metrics.ce_variants import HEADLINE, clinical_variants, variant_definitions
 from xraygpt.eval.metrics.clinical import clinical_efficacy
@@ -63,7 +64,7 @@ BASELINE_DESCRIPTIONS = {
 }
 
 
-class PredictionsError(ValueError):
+class PredictionsError(DataError):
     """A predictions file that cannot be scored as it stands."""
 
 
@@ -99,7 +100,7 @@ def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """The records of a predictions file; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"predictions file not found: {path}")
+        raise MissingFileError(f"predictions file not found: {path}")
     records = []
     first_line: dict[str, int] = {}  # image_id -> the line it first appeared on
     with path.open(encoding="utf-8") as handle:
@@ -374,6 +375,11 @@ def format_table(metrics: Mapping[str, Any]) -> str:
     if with_ci:
         lines.append(f"[95 % bootstrap interval, {metrics['bootstrap']['resamples']} resamples]")
     lines.append(f"n = {metrics['n']} reports")
+    bad = metrics.get("skipped_images") or {}
+    if bad.get("count"):
+        ids = list(bad.get("image_ids", []))
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        lines.append(f"images skipped (unreadable or too small): {bad['count']}: {shown}")
     for metric, reason in metrics.get("skipped", {}).items():
         lines.append(f"{metric} skipped: {reason}")
     return "\n".join(lines)

@@ -18,8 +18,9 @@ The validator exits 0 only when no check has status ``fail``.
 Which checks are required:
 
 * config, datasets, weights, free disk and the training packages: always.
-  A sampled image that does not decode fails the run too, although training
-  would skip it (``on_bad_image: skip``): one corrupt file usually means more.
+  A sampled image that does not decode, or has a side below the dataset's
+  ``min_image_size`` pixels, fails the run too, although training would skip it
+  (``on_bad_image: skip``): one corrupt file usually means more.
 * CUDA, the GPU count and free GPU memory: only when ``run.device`` is
   ``cuda`` *and* the model is full-size (weights and trained state above
   :data:`~xraygpt.tools.validate.system_checks.CPU_TRAINABLE_BYTES`). A tiny model

@@ -28,10 +28,13 @@ def check_dataset_files(
     storage_key: str = "",
     seed: int = 0,
     prepare: str = "",
+    min_image_size: int = 32,
 ) -> None:
     """One dataset in the ``filter_cap.json`` + ``image/<image_id><ext>`` layout.
 
-    ``prepare`` is the command that writes the folder (the builder's PREPARE_COMMAND).
+    ``prepare`` is the command that writes the folder (the builder's PREPARE_COMMAND);
+    sampled images with a side below ``min_image_size`` pixels are listed as bad,
+    as training would treat them.
     """
     from xraygpt.data.annotations import AnnotationError, load_annotations, split_annotations
 
@@ -129,11 +132,21 @@ def check_dataset_files(
             "no images to sample" if present == [] else "--sample-images 0",
         )
         return
-    _check_sample_images(out, name, image_dir, ext, present, sample_images, seed)
+    _check_sample_images(
+        out, name, image_dir, ext, present, sample_images, seed, min_image_size, f"datasets.{name}"
+    )
 
 
 def _check_sample_images(
-    out: Checklist, name: str, image_dir: Path, ext: str, ids: list[str], n: int, seed: int
+    out: Checklist,
+    name: str,
+    image_dir: Path,
+    ext: str,
+    ids: list[str],
+    n: int,
+    seed: int,
+    min_size: int = 0,
+    key: str = "",
 ) -> None:
     from PIL import Image
 
@@ -148,7 +161,7 @@ def _check_sample_images(
             if not looks_like_dicom(path):  # PIL cannot open a DICOM; load_image can
                 with Image.open(path) as probe:
                     probe.verify()  # checksums of PNG chunks; load_image below decodes
-            load_image(path)
+            load_image(path, min_size=min_size)
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
             bad.append(f"{path}: {type(err).__name__}: {err}")
     out.add(
@@ -156,9 +169,12 @@ def _check_sample_images(
         f"{name}: sample images",
         not bad,
         f"{len(chosen) - len(bad)} of {len(chosen)} images decode"
-        + (" (all)" if len(chosen) == len(ids) else f" (a random sample of the {len(ids)})"),
-        "replace the unreadable files (re-download or re-extract them) or remove their entries "
-        "from the annotation file; then check the rest with --sample-images -1",
+        + (" (all)" if len(chosen) == len(ids) else f" (a random sample of the {len(ids)})")
+        + (f", each at >= {min_size} px a side" if min_size else ""),
+        "replace the unreadable or too small files (re-download or re-extract them) or remove "
+        "their entries from the annotation file"
+        + (f" (or lower {key}.min_image_size)" if min_size and key else "")
+        + "; then check the rest with --sample-images -1",
         details=bad[:20] + ([f"... and {len(bad) - 20} more"] if len(bad) > 20 else []),
     )
 
@@ -222,6 +238,7 @@ def check_datasets(out: Checklist, cfg: Any, sample_images: int) -> None:
             storage_key=f"datasets.{name}.build_info.storage",
             seed=int(cfg.run_cfg.seed),
             prepare=hint,
+            min_image_size=int(builder.config.get("min_image_size", 0)),
         )
 
 

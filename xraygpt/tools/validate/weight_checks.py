@@ -252,19 +252,16 @@ def _layers_problem(names: list[str], config: dict | None) -> str | None:
     return None
 
 
-def load_state_file(path: Path) -> Any:
+def load_state_file(path: Path, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)``, memory-mapped when the file format allows.
 
     Mapping means a 2 GB ``eva_vit_g.pth`` is checked without reading it all.
+    Raises :class:`~xraygpt.common.errors.CheckpointError` (empty, truncated,
+    not weights-only) with the file named.
     """
-    import torch
+    from xraygpt.common.io import load_checkpoint
 
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as err:
-        if "mmap" not in str(err):  # only the legacy (non-zip) format cannot be mapped
-            raise
-        return torch.load(path, map_location="cpu", weights_only=True)
+    return load_checkpoint(path, what, mmap=True)
 
 
 @dataclass
@@ -461,14 +458,16 @@ def _load_for_check(out: Checklist, name: str, path: Path, key: str, hint: str =
             "'Real weights')",
         )
         return None
+    from xraygpt.common.errors import CheckpointError
+
     try:
-        return load_state_file(path)
-    except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
+        return load_state_file(path, key)
+    except CheckpointError as err:
         out.failed(
             "weights",
             name,
-            f"{path} does not load with weights_only=True: {type(err).__name__}: {err}",
-            "re-download the file (a truncated or non-checkpoint file fails like this); "
+            str(err),
+            "re-download or re-copy the file (an empty or truncated one fails like this); "
             "files holding pickled objects beyond tensors are refused for safety",
         )
         return None

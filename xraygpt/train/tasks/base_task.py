@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from xraygpt.common.config import ConfigError
 from xraygpt.common.registry import registry
 from xraygpt.models.factory import build_model
 
@@ -44,14 +45,14 @@ class BaseTask:
         """
         splits = list(self.cfg.run_cfg.train_splits)
         if not splits:
-            raise ValueError("run.train_splits is empty: name the split(s) to train on")
+            raise ConfigError("run.train_splits is empty: name the split(s) to train on")
         if not datasets:
-            raise ValueError("the config names no datasets to train on (datasets: section)")
+            raise ConfigError("the config names no datasets to train on (datasets: section)")
         chosen = {}
         for name, by_split in datasets.items():
             for split in splits:
                 if split not in by_split:
-                    raise ValueError(
+                    raise ConfigError(
                         f"dataset {name!r} has no split {split!r} (run.train_splits); "
                         f"it has: {', '.join(sorted(by_split)) or 'none'}"
                     )
