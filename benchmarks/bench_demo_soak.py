@@ -110,6 +110,7 @@ class GenerationCounter:
 def build_server(args: argparse.Namespace):
     """The demo around the tiny model (random weights), served on a free loopback port."""
     torch.set_num_threads(1)
+    import xraygpt.train  # noqa: F401 - registers every component
     from xraygpt.apps.demo.app import build_demo, build_vis_processor, launch_demo
     from xraygpt.common.config import Config
     from xraygpt.common.registry import registry

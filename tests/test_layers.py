@@ -132,3 +132,42 @@ def test_the_checker_sees_lazy_imports(tmp_path):
     source = tmp_path / "lazy.py"
     source.write_text("def f():\n    from xraygpt.train.runner import RunnerBase\n")
     assert "xraygpt.train.runner" in _imports("xraygpt.models.lazy", source, _modules())
+
+
+def _builds_a_config(tree: ast.AST) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in ("Config", "load_config"):
+                return True
+    return False
+
+
+def _scripts() -> list[Path]:
+    root = PACKAGE.parent
+    top = [p for p in PACKAGE.rglob("*.py") if _package(_module_name(p)) in TOP]
+    return sorted([*top, *root.glob("*.py"), *(root / "benchmarks").glob("*.py")])
+
+
+TOP = {name for name, layer in LAYERS.items() if layer == 3}
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+
+
+@pytest.mark.parametrize("path", _scripts(), ids=lambda p: str(p.relative_to(PACKAGE.parent)))
+def test_what_builds_a_config_registers_the_components_first(path):
+    """Config needs the registered models, builders and tasks: a top-level module that
+    builds one imports ``xraygpt.train`` (which registers everything) itself, rather
+    than relying on what some other import happened to load."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    if not _builds_a_config(tree):
+        return
+    imports = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert "xraygpt.train" in imports, f"{path.name} builds a Config without import xraygpt.train"

@@ -123,10 +123,19 @@ def test_the_tiny_cnn_encoder_is_refused_with_the_ones_that_export(tmp_path, cap
     with pytest.raises(export_hf.ExportError, match="tiny_cnn") as err:
         export_hf.check_exportable(cfg.model_cfg)
     assert "eva_clip_g, tiny" in str(err.value)
-    rc = export_main(
-        ["hf", "--cfg-path", "train_configs/xraygpt_tiny_stage3.yaml", "--out", str(tmp_path / "x")]
+    from xraygpt.common.errors import run_main
+
+    rc = run_main(
+        export_main,
+        [
+            "hf",
+            "--cfg-path",
+            "train_configs/xraygpt_tiny_stage3.yaml",
+            "--out",
+            str(tmp_path / "x"),
+        ],
     )
-    assert rc == 1
+    assert rc == 2
     assert "model.vit_model='tiny_cnn'" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
@@ -443,7 +452,10 @@ def test_the_cli_exports_a_shipped_config(tmp_path, capsys) -> None:
     model = Blip2ForConditionalGeneration.from_pretrained(out)
     assert model.config.num_query_tokens == 16 and model.config.vision_config.image_size == 96
     assert AutoProcessor.from_pretrained(out).image_processor.size == {"height": 96, "width": 96}
-    assert export_main([*argv, "--options", *options]) == 1  # --out exists now
+    from xraygpt.common.errors import run_main
+
+    assert run_main(export_main, [*argv, "--options", *options]) == 2  # --out exists now
+    assert "exists" in capsys.readouterr().err
 
 
 def test_the_full_size_model_maps_onto_blip2_names_and_shapes() -> None:

@@ -64,12 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    try:
-        return int(module.run(args))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    return int(module.run(args))  # the project's own errors: one line, through run_main
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

@@ -38,9 +38,10 @@ from typing import Any
 
 import torch
 
+import xraygpt.models.hf_blip2 as hf_blip2
 from xraygpt.common.constants import CLIP_MEAN, CLIP_STD, IMAGE_PLACEHOLDER, STOP_STR
+from xraygpt.common.errors import UsageError
 from xraygpt.common.io import atomic_write_json
-from xraygpt.models import hf_blip2
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ DEFAULT_SHARD_SIZE = "2GB"
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
-class ExportError(ValueError):
+class ExportError(UsageError):
     """A config or model that cannot be written as Blip2ForConditionalGeneration."""
 
 
@@ -532,6 +533,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import xraygpt.train  # noqa: F401 - registers every component
     from xraygpt.common.config import Config
     from xraygpt.common.launch import setup_logging
     from xraygpt.common.registry import registry

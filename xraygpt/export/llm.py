@@ -23,6 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from xraygpt.common.errors import CheckpointError, OutputExistsError, UsageError
+
 log = logging.getLogger(__name__)
 
 EXPORT_INFO = "xraygpt_export.json"
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     """Export; returns the process exit code (0 on success)."""
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"--out {out} exists and is not empty: name a new folder")
+        raise OutputExistsError(f"--out {out} exists and is not empty: name a new folder")
     llm, tokenizer, info = load_trained_llm(
         args.cfg_path, args.ckpt, list(args.options or []), args.dtype
     )
@@ -73,6 +75,7 @@ def load_trained_llm(
     cfg_path: str | Path, ckpt: str | Path, options: list[str], dtype: str | None = None
 ) -> tuple[Any, Any, dict[str, Any]]:
     """(the merged ``LlamaForCausalLM``, its tokenizer, provenance) of a training checkpoint."""
+    import xraygpt.train  # noqa: F401 - registers every component
     import xraygpt.train.fsdp as fsdp
     from xraygpt.common.config import Config
     from xraygpt.common.io import load_checkpoint
@@ -90,7 +93,7 @@ def load_trained_llm(
     model = registry.get_model_class(model_cfg.arch).from_config(model_cfg)
     for name in ("llama_model", "llama_tokenizer"):
         if not hasattr(model, name):
-            raise ValueError(
+            raise UsageError(
                 f"model.arch={model_cfg.arch} has no {name}: export llm takes a model that "
                 f"trains an LLM (causal_lm, mini_gpt4)"
             )
@@ -98,7 +101,7 @@ def load_trained_llm(
     if frozen and not model_cfg.get("llama_model") and not model_cfg.get("ckpt"):
         # A training checkpoint holds the trained tensors only; the frozen base must come
         # from files, or the exported LLM would pair the adapters with another random base.
-        raise ValueError(
+        raise CheckpointError(
             f"{cfg_path}: the LLM's frozen weights ({len(frozen)} tensors, e.g. {frozen[0]}) "
             f"were randomly initialised (model.llama_model and model.ckpt are empty), and a "
             f"training checkpoint does not hold them: export needs the base they were "
@@ -110,7 +113,7 @@ def load_trained_llm(
     else:
         state = load_checkpoint(ckpt, "--ckpt")
         if "model" not in state:
-            raise ValueError(f"--ckpt {ckpt} has no 'model' entry: not a training checkpoint")
+            raise CheckpointError(f"--ckpt {ckpt} has no 'model' entry: not a training checkpoint")
         load_trainable_state_dict(model, state["model"], str(ckpt))
     llm = model.llama_model
     had_lora = is_lora_model(llm)

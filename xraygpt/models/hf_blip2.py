@@ -47,6 +47,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from xraygpt.common.errors import CheckpointError, MissingFileError
+
 IMAGE_TOKEN = "<image>"  # transformers' BLIP-2 image token
 # Vision encoders that are timm Eva models, i.e. that Blip2VisionModel reproduces.
 EXPORTABLE_ENCODERS = ("eva_clip_g", "tiny")
@@ -108,7 +110,7 @@ class Entry:
         if self.combine in ("q_of_qkv", "v_of_qkv"):
             q, k, v = tensors[0].chunk(3)
             if torch.count_nonzero(k):
-                raise ValueError(
+                raise CheckpointError(
                     f"{self.sources[0]} has a non-zero key bias, which timm's Eva cannot hold "
                     f"(its k_bias is a zero buffer)"
                 )
@@ -135,7 +137,7 @@ def hf_name(key: str) -> str:
     for ours, theirs in _PREFIXES:
         if key.startswith(ours):
             return theirs + key[len(ours) :]
-    raise ValueError(
+    raise CheckpointError(
         f"{key}: no Blip2ForConditionalGeneration counterpart (is the vision encoder one of "
         f"{', '.join(EXPORTABLE_ENCODERS)}?)"
     )
@@ -153,7 +155,7 @@ def model_name(key: str) -> str:
         for pattern, repl in _VISION_RULES_BACK:
             if re.fullmatch(pattern, inner):
                 return "visual_encoder." + re.sub(pattern, repl, inner)
-    raise ValueError(f"{key}: not a Blip2ForConditionalGeneration weight this project knows")
+    raise CheckpointError(f"{key}: not a Blip2ForConditionalGeneration weight this project knows")
 
 
 def to_hf_plan(keys: Iterable[str], *, vocab_rows: int | None = None) -> list[Entry]:
@@ -170,7 +172,7 @@ def to_hf_plan(keys: Iterable[str], *, vocab_rows: int | None = None) -> list[En
             if qv.group(2) == "q":
                 v_key = key[: -len("q_bias")] + "v_bias"
                 if v_key not in keys:
-                    raise ValueError(f"{key} has no matching {v_key}")
+                    raise CheckpointError(f"{key} has no matching {v_key}")
                 target = f"vision_model.encoder.layers.{qv.group(1)}.self_attn.qkv.bias"
                 plan.append(Entry(target, (key, v_key), "qkv_bias"))
             continue
@@ -315,7 +317,7 @@ def folder_weight_files(folder: Path) -> dict[str, list[str]]:
         return files
     single = folder / SINGLE_FILE
     if not single.is_file():
-        raise FileNotFoundError(f"{folder}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
+        raise MissingFileError(f"{folder}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
     from safetensors import safe_open
 
     with safe_open(str(single), framework="pt") as handle:
@@ -334,7 +336,7 @@ def iter_folder_state(folder: Path, model_vocab: int) -> Iterator[dict[str, torc
     text_vocab = int(config["text_config"]["vocab_size"])
     image_id = int(config.get("image_token_index", -1))
     if text_vocab != max(model_vocab, image_id + 1):
-        raise ValueError(
+        raise CheckpointError(
             f"{folder}: the LLM vocabulary ({text_vocab} rows, image token {image_id}) does not "
             f"fit this model's {model_vocab} tokens: the folder was exported from a model with "
             f"another tokenizer"

@@ -172,6 +172,7 @@ def from_reports(args: argparse.Namespace) -> int:
 
 def held_out_loss(args: argparse.Namespace) -> int:
     # Workflow imports only here: from-reports needs no torch model.
+    import xraygpt.train  # noqa: F401 - registers every component
     from xraygpt.common.config import Config
     from xraygpt.common.io import load_checkpoint
     from xraygpt.common.launch import seed_everything
@@ -252,4 +253,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-import xraygpt.models  # noqa: F401 - registers the models
+import xraygpt.train  # noqa: F401 - registers every component
 from xraygpt.common.config import Config, ConfigError, load_yaml, parse_options
 from xraygpt.models.factory import build_model
 

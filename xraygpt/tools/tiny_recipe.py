@@ -73,6 +73,7 @@ def loss_curve(log_path: str | Path) -> list[tuple[int, float]]:
 
 
 def _config(name: str, options: list[str]):
+    import xraygpt.train  # noqa: F401 - registers every component
     from xraygpt.common.config import REPO_ROOT, Config
 
     folder = "eval_configs" if name == EVAL_JOB else "train_configs"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import tarfile
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -123,4 +124,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))

@@ -644,6 +644,7 @@ def build_chat(cfg: Any, device: Any) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     """Load the model of ``args.cfg_path`` and serve the demo until interrupted."""
+    import xraygpt.train  # noqa: F401 - registers every component
     from xraygpt.common.config import Config
     from xraygpt.common.errors import XrayGPTError, debug_requested
     from xraygpt.common.launch import seed_everything, setup_logging
