@@ -34,6 +34,7 @@ from torch import nn
 
 from xraygpt.common.errors import CheckpointError
 from xraygpt.common.io import atomic_torch_save
+from xraygpt.models.checkpoint_fit import fit_state, shapes_of
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +60,18 @@ def load_trainable_state_dict(
     shapes; any difference raises an error naming ``source`` and the keys.
     """
     params = dict(model.named_parameters())
-    trainable = {name for name, p in params.items() if p.requires_grad}
-    missing = sorted(trainable - set(state))
-    unexpected = sorted(set(state) - trainable)
-    if missing or unexpected:
+    trainable = {name: tuple(p.shape) for name, p in params.items() if p.requires_grad}
+    fit = fit_state(shapes_of(state), trainable)
+    if fit.missing or fit.unexpected:
         raise CheckpointError(
             f"{source}: its 'model' entry does not match the trainable parameters of the "
-            f"model; missing: {missing or 'none'}; not trainable here: {unexpected or 'none'}. "
+            f"model; missing: {list(fit.missing) or 'none'}; not trainable here: "
+            f"{list(fit.unexpected) or 'none'}. "
             f"Was it written with other freeze_* settings or another model?"
         )
-    bad_shapes = [
-        f"{name} {tuple(state[name].shape)} vs {tuple(params[name].shape)}"
-        for name in sorted(trainable)
-        if state[name].shape != params[name].shape
-    ]
-    if bad_shapes:
-        raise CheckpointError(
-            f"{source}: shape mismatch (checkpoint vs model): {'; '.join(bad_shapes)}"
-        )
+    if fit.mismatched:
+        bad = [f"{name} {got} vs {want}" for name, got, want in fit.mismatched]
+        raise CheckpointError(f"{source}: shape mismatch (checkpoint vs model): {'; '.join(bad)}")
     with torch.no_grad():
         for name in trainable:
             params[name].copy_(state[name])
