@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from tests.train.toy_jobs import subprocess_env, torchrun
 from xraygpt.common.config import REPO_ROOT
 from xraygpt.common.io import load_checkpoint
 from xraygpt.train import fsdp
@@ -72,19 +72,9 @@ def _one_cpu_thread(one_cpu_thread: None) -> None:
     """One thread (tests/conftest.py says why)."""
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-
-
-def torchrun(cfg: Path, nproc: int, *options: str) -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += ["--nproc-per-node", str(nproc), str(REPO_ROOT / "train.py"), "--cfg-path", str(cfg)]
-    return cmd + ["--options", *options]
-
-
 def run(cmd: list[str]) -> None:
     done = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=300
+        cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -94,7 +84,7 @@ def run_and_kill(cmd: list[str], marker: Path) -> None:
     proc = subprocess.Popen(
         cmd,
         cwd=REPO_ROOT,
-        env=env(),
+        env=subprocess_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the workers die with it

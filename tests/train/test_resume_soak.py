@@ -16,48 +16,18 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.train.toy_jobs import subprocess_env, torchrun, write_tiny_job
 from xraygpt.common.config import REPO_ROOT
 from xraygpt.common.io import load_checkpoint
 from xraygpt.train.checkpoint import LAST_NAME
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_cpu_thread")]
-
-CONFIG = """\
-model:
-  arch: mini_gpt4
-  model_type: tiny
-  image_size: 64
-  freeze_vit: true
-  freeze_qformer: true
-  freeze_llm: true
-  max_txt_len: 24
-datasets:
-  openi:
-    build_info: {{storage: {data}}}
-    vis_processor:
-      train: {{name: blip2_image_train, image_size: 64}}
-      eval: {{name: blip2_image_eval, image_size: 64}}
-run:
-  device: cpu
-  output_dir: {out}
-  init_lr: 1.0e-3
-  min_lr: 1.0e-4
-  warmup_steps: 3
-  max_epoch: 2
-  iters_per_epoch: {iters}
-  batch_size_train: 2
-  num_workers: 0
-  log_freq: 1
-  save_every_iters: 2
-  keep_last_checkpoints: 2
-"""
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +96,7 @@ def test_five_sigkills_at_seeded_points_then_resume_match_an_uninterrupted_run(
     iters = 12  # 2 epochs x 12 iterations, a checkpoint every 2, a log line every one
     total = 2 * iters
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(CONFIG.format(data=phantom, out=tmp_path / "out", iters=iters))
+    write_tiny_job(cfg, phantom, tmp_path / "out", iters, log_freq=1)
     argv = ["--cfg-path", str(cfg), "--options"]
     ctx = multiprocessing.get_context("fork")
     output = str(tmp_path / "train_output.txt")
@@ -171,15 +141,6 @@ def test_five_sigkills_at_seeded_points_then_resume_match_an_uninterrupted_run(
         print(f"\nSIGKILL after log lines {points}; checkpoints then at {resumed_from}")
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
-
-
-def _torchrun(cfg: Path, *options: str) -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    return cmd + [str(REPO_ROOT / "train.py"), "--cfg-path", str(cfg), "--options", *options]
-
-
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux ``/proc``)."""
     found = []
@@ -211,11 +172,11 @@ def test_torchrun_two_processes_one_rank_killed_then_resumed(tmp_path, phantom, 
     iters = 6
     total = 2 * iters
     cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(CONFIG.format(data=phantom, out=tmp_path / "out", iters=iters))
+    write_tiny_job(cfg, phantom, tmp_path / "out", iters, log_freq=1)
     done = subprocess.run(
-        _torchrun(cfg, "run.job_name=full"),
+        torchrun(cfg, 2, "run.job_name=full"),
         cwd=REPO_ROOT,
-        env=_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -225,9 +186,9 @@ def test_torchrun_two_processes_one_rank_killed_then_resumed(tmp_path, phantom, 
     killed_dir = tmp_path / "out" / "killed"
     point = random.Random(19).randint(3, total - 4)
     agent = subprocess.Popen(
-        _torchrun(cfg, "run.job_name=killed"),
+        torchrun(cfg, 2, "run.job_name=killed"),
         cwd=REPO_ROOT,
-        env=_env(),
+        env=subprocess_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -248,9 +209,9 @@ def test_torchrun_two_processes_one_rank_killed_then_resumed(tmp_path, phantom, 
     assert 0 < at_kill < total
 
     done = subprocess.run(
-        _torchrun(cfg, "run.job_name=killed", "run.resume=auto"),
+        torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"),
         cwd=REPO_ROOT,
-        env=_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
         timeout=600,

@@ -5,7 +5,6 @@ as in XrayGPT) on a small phantom data set, on the CPU.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,44 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.train.toy_jobs import subprocess_env, write_tiny_job
 from xraygpt.common.config import REPO_ROOT
 from xraygpt.common.io import load_checkpoint
 from xraygpt.train.checkpoint import LAST_NAME
-
-TINY_CONFIG = """\
-model:
-  arch: mini_gpt4
-  model_type: tiny
-  image_size: 64
-  freeze_vit: true
-  freeze_qformer: true
-  freeze_llm: true
-  max_txt_len: 24
-datasets:
-  openi:
-    build_info: {{storage: {data}}}
-    vis_processor:
-      train: {{name: blip2_image_train, image_size: 64}}
-      eval: {{name: blip2_image_eval, image_size: 64}}
-run:
-  device: cpu
-  output_dir: {out}
-  init_lr: 1.0e-3
-  min_lr: 1.0e-4
-  warmup_steps: 3
-  max_epoch: 2
-  iters_per_epoch: {iters}
-  batch_size_train: 2
-  num_workers: 0
-  log_freq: 5
-  save_every_iters: 2
-  keep_last_checkpoints: 2
-"""
-
-
-def env() -> dict[str, str]:
-    # one thread per process: the machine's cores are shared by the ranks and other jobs
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
 
 
 def train_cmd(cfg: Path, *options: str) -> list[str]:
@@ -67,13 +32,13 @@ def phantom(make_phantom) -> Path:
 
 def write_config(tmp_path: Path, data: Path, iters: int) -> Path:
     cfg = tmp_path / "tiny_train.yaml"
-    cfg.write_text(TINY_CONFIG.format(data=data, out=tmp_path / "out", iters=iters))
+    write_tiny_job(cfg, data, tmp_path / "out", iters)
     return cfg
 
 
 def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=timeout
+        cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
@@ -109,7 +74,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ph
     proc = subprocess.Popen(
         train_cmd(cfg, "run.job_name=killed"),
         cwd=REPO_ROOT,
-        env=env(),
+        env=subprocess_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

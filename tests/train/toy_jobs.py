@@ -1,0 +1,58 @@
+"""Training jobs run as real processes by the kill-and-resume tests: the tiny job's YAML,
+the environment and the torchrun command line (not a test module)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from xraygpt.common.config import REPO_ROOT
+
+# The tiny mini_gpt4 (frozen encoders and LLM: llama_proj trains) on an OpenI-layout folder.
+TINY_JOB = """\
+model:
+  arch: mini_gpt4
+  model_type: tiny
+  image_size: 64
+  freeze_vit: true
+  freeze_qformer: true
+  freeze_llm: true
+  max_txt_len: 24
+datasets:
+  openi:
+    build_info: {{storage: {data}}}
+    vis_processor:
+      train: {{name: blip2_image_train, image_size: 64}}
+      eval: {{name: blip2_image_eval, image_size: 64}}
+run:
+  device: cpu
+  output_dir: {out}
+  init_lr: 1.0e-3
+  min_lr: 1.0e-4
+  warmup_steps: 3
+  max_epoch: 2
+  iters_per_epoch: {iters}
+  batch_size_train: 2
+  num_workers: 0
+  log_freq: {log_freq}
+  save_every_iters: 2
+  keep_last_checkpoints: 2
+"""
+
+
+def write_tiny_job(path: Path, data: Path, out: Path, iters: int, log_freq: int = 5) -> Path:
+    path.write_text(TINY_JOB.format(data=data, out=out, iters=iters, log_freq=log_freq))
+    return path
+
+
+def subprocess_env() -> dict[str, str]:
+    """One thread per process: the machine's cores are shared by the ranks and other jobs."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+
+
+def torchrun(cfg: Path, nproc: int, *options: str) -> list[str]:
+    """``train.py`` on ``cfg`` under torchrun (standalone, ``nproc`` processes)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(nproc), str(REPO_ROOT / "train.py"), "--cfg-path", str(cfg)]
+    return cmd + (["--options", *options] if options else [])
