@@ -15,27 +15,14 @@ import torch
 import torch.distributed as torch_dist
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
+from tests.tiny_models import SMALL_MODEL_OVERRIDES
 from xraygpt.common.config import ConfigError
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.train import fsdp
 
-# tests/conftest.py's small mini_gpt4, with the whole LLM trained (full fine-tuning)
+# The tests' small mini_gpt4 (tests/tiny_models.py), with the whole LLM trained
 FULL_FT = {
-    "image_size": 64,
-    "vision_config": {"embed_dim": 32, "depth": 1, "num_heads": 2, "patch_size": 16},
-    "num_query_token": 4,
-    "qformer_config": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-    "llama_config": {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-    },
+    **SMALL_MODEL_OVERRIDES,
     "freeze_vit": True,
     "freeze_qformer": True,
     "freeze_llm": False,
