@@ -119,3 +119,23 @@ def test_per_observation_f1_on_the_full_sample() -> None:
             assert values[f"{variant}/{obs}"][0] == pytest.approx(scores["f1"]), (variant, obs)
     ci = boot.confidence_intervals(stats, resamples=50, seed=0, per_observation=True)
     assert "ce5_uncertain1/Edema" in ci and "ROUGE-1" in ci
+
+
+def test_a_shifted_metric_keeps_its_corpus_value_and_takes_the_per_report_spread() -> None:
+    tokens, _ = tokenize_texts([*GEN, *REFS], use_java=False)
+    labels = ([label_report(t) for t in GEN], [label_report(t) for t in REFS])
+    spread = np.linspace(0.1, 0.5, len(GEN))
+    stats = boot.report_statistics(
+        GEN, REFS, tokens, *labels, shifted={"METEOR": (0.321, spread.tolist())}
+    )
+    assert boot.point_values(stats)["METEOR"] == pytest.approx(0.321, abs=1e-12)
+    low, high = boot.confidence_intervals(stats, resamples=500, seed=1)["METEOR"]
+    assert low < 0.321 < high and high - low > 0.01
+    flat = boot.report_statistics(
+        GEN, REFS, tokens, *labels, shifted={"METEOR": (0.321, [0.2] * len(GEN))}
+    )
+    assert boot.confidence_intervals(flat, resamples=200, seed=1)["METEOR"] == pytest.approx(
+        [0.321, 0.321]
+    )
+    with pytest.raises(ValueError, match="METEOR: 3 per-report scores for 40 reports"):
+        boot.report_statistics(GEN, REFS, tokens, *labels, shifted={"METEOR": (0.3, [0.1] * 3)})

@@ -104,3 +104,17 @@ def test_meteor_through_java() -> None:
     assert result.scores["METEOR"] == pytest.approx(1.0, abs=0.01)
     worse = nlg_scores(["The lungs are clear."] * 3, REFS, meteor=True)
     assert 0.0 <= worse.scores["METEOR"] < 0.5
+
+
+@needs_java
+def test_meteor_gives_its_per_report_scores_for_the_intervals() -> None:
+    from xraygpt.eval.metrics.scoring import make_record, score_records
+
+    records = [
+        make_record(f"i{k}", "p", g, r)
+        for k, (g, r) in enumerate(zip(REFS[::-1], REFS, strict=True))
+    ]
+    metrics = score_records(records, bootstrap=200, seed=0)
+    low, high = metrics["ci"]["METEOR"]
+    assert low <= metrics["nlg"]["METEOR"] <= high
+    assert "shifted" in metrics["bootstrap"]["METEOR"]

@@ -19,8 +19,11 @@ metric is recomputed from per-report sufficient statistics:
   per-report true/false positive and false negative counts per observation,
   summed per resample (micro, macro), or per-report F1 averaged (example).
 
-METEOR gets no interval: its corpus score pools alignment statistics inside
-the Java scorer, which pycocoevalcap does not expose per report.
+* **METEOR**: its corpus score pools alignment statistics inside the Java
+  scorer, which pycocoevalcap does not expose per report; it does give each
+  report's own METEOR. A resample's METEOR is the corpus score shifted by how
+  much the resampled mean of the per-report scores differs from their full
+  mean (the per-report scores carry the variability, the corpus score the level).
 
 On the full sample each statistic reproduces the point estimate of
 :mod:`xraygpt.eval.metrics.nlg` and :mod:`xraygpt.eval.metrics.clinical` (the tests
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,8 +62,9 @@ CIDER_NOTE = (
     "test set, kept fixed under resampling; each resample averages the per-report scores"
 )
 METEOR_NOTE = (
-    "no interval: METEOR's corpus score pools alignment statistics inside the Java scorer, "
-    "which pycocoevalcap does not expose per report"
+    "the corpus METEOR shifted, per resample, by the change of the mean per-report METEOR "
+    "(the corpus score pools alignment statistics inside the Java scorer, which "
+    "pycocoevalcap does not expose per report)"
 )
 _TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap bleu_scorer's constants
 
@@ -72,6 +76,9 @@ class ReportStats:
     means: dict[str, np.ndarray]  # metric -> (n,) values whose mean is the metric
     bleu: np.ndarray  # (n, 10): test length, reference length, guesses 1..4, matches 1..4
     ce: dict[tuple[str, int], np.ndarray]  # (label set, uncertain) -> (n, K, 3) tp/fp/fn
+    # metric -> (corpus value, (n,) per-report values): the corpus value moved by the
+    # resampled change of the per-report mean (METEOR)
+    shifted: dict[str, tuple[float, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -123,6 +130,7 @@ def report_statistics(
     tokens: Mapping[str, str],
     generated_labels: Sequence[Mapping[str, int | None]],
     reference_labels: Sequence[Mapping[str, int | None]],
+    shifted: Mapping[str, tuple[float, Sequence[float]]] | None = None,
 ) -> ReportStats:
     """Per-report statistics of one system. ``tokens``: ``{text: PTB-tokenized}`` as
     :func:`xraygpt.eval.metrics.nlg.tokenize_texts` gives it; labels as the labeler gives them."""
@@ -139,7 +147,16 @@ def report_statistics(
     means["ROUGE-L (coco)"] = np.asarray(Rouge().compute_score(gts, res)[1], dtype=np.float64)
     means["CIDEr"] = np.asarray(Cider().compute_score(gts, res)[1], dtype=np.float64)
     ce = variant_counts(generated_labels, reference_labels)
-    return ReportStats(means=means, bleu=_bleu_counts(hyps, refs), ce=ce)
+    moved = {
+        name: (float(value), np.asarray(per_report, dtype=np.float64))
+        for name, (value, per_report) in (shifted or {}).items()
+    }
+    for name, (_, per_report) in moved.items():
+        if per_report.shape != (len(generated),):
+            raise ValueError(
+                f"{name}: {per_report.shape[0]} per-report scores for {len(generated)} reports"
+            )
+    return ReportStats(means=means, bleu=_bleu_counts(hyps, refs), ce=ce, shifted=moved)
 
 
 def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
@@ -165,6 +182,8 @@ def metric_values(
         name: weights @ values / total for name, values in stats.means.items()
     }
     out.update(bleu_from_counts(weights @ stats.bleu))
+    for name, (value, per_report) in stats.shifted.items():
+        out[name] = value + weights @ per_report / total - per_report.mean()
     for (label_set, u), counts in stats.ce.items():
         n, k, _ = counts.shape
         summed = (weights @ counts.reshape(n, k * 3).astype(np.float64)).reshape(-1, k, 3)

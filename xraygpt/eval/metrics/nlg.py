@@ -61,6 +61,8 @@ class NLGResult:
     scores: dict[str, float]
     skipped: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    # per-report scores of a corpus metric that has no other per-report statistics (METEOR)
+    per_report: dict[str, list[float]] = field(default_factory=dict)
 
 
 @functools.cache
@@ -167,8 +169,14 @@ class MeteorScorer:
         self._meteor = Meteor()
 
     def __call__(self, gts: dict[int, list[str]], res: dict[int, list[str]]) -> float:
-        score, _ = self._meteor.compute_score(gts, res)
-        return float(score)
+        return self.with_segments(gts, res)[0]
+
+    def with_segments(
+        self, gts: dict[int, list[str]], res: dict[int, list[str]]
+    ) -> tuple[float, list[float]]:
+        """The corpus METEOR and the per-report (segment) scores, in ``res`` order."""
+        score, segments = self._meteor.compute_score(gts, res)
+        return float(score), [float(s) for s in segments]
 
     def close(self) -> None:
         meteor = getattr(self, "_meteor", None)
@@ -257,7 +265,9 @@ def coco_scores(
         owned = not isinstance(meteor, MeteorScorer)
         scorer = MeteorScorer() if owned else meteor
         try:
-            result.scores["METEOR"] = scorer(gts, res)  # type: ignore[operator]
+            score, segments = scorer.with_segments(gts, res)  # type: ignore[union-attr]
+            result.scores["METEOR"] = score
+            result.per_report["METEOR"] = segments
         except (OSError, ValueError, RuntimeError, BrokenPipeError) as err:
             result.skipped["METEOR"] = (
                 f"the METEOR Java process failed: {type(err).__name__}: {err}"
@@ -282,4 +292,4 @@ def nlg_scores(
     scores.update(coco.scores)
     ordered = {name: scores[name] for name in METRIC_ORDER if name in scores}
     notes = {"rouge": "rouge-score, F-measure averaged over reports, Porter stemmer", **coco.notes}
-    return NLGResult(ordered, dict(coco.skipped), notes)
+    return NLGResult(ordered, dict(coco.skipped), notes, dict(coco.per_report))

@@ -186,6 +186,7 @@ def score_texts(
         "skipped": nlg.skipped,
         "notes": nlg.notes,
         "labels": (generated_labels, reference_labels),
+        "per_report": nlg.per_report,
     }
 
 
@@ -321,7 +322,17 @@ def _intervals(
     seed: int,
 ) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
     """The intervals of every metric, and of each observation's F1 per label set/mapping."""
-    stats = boot.report_statistics(generated, references, tokens, *scores["labels"])
+    stats = boot.report_statistics(
+        generated,
+        references,
+        tokens,
+        *scores["labels"],
+        shifted={
+            name: (scores["nlg"][name], values)
+            for name, values in scores.get("per_report", {}).items()
+            if name in scores["nlg"]
+        },
+    )
     everything = boot.confidence_intervals(stats, resamples, seed, per_observation=True)
     per_observation: dict[str, dict[str, list[float]]] = {}
     for key, interval in everything.items():
