@@ -111,15 +111,15 @@ def build_server(args: argparse.Namespace):
     """The demo around the tiny model (random weights), served on a free loopback port."""
     torch.set_num_threads(1)
     import xraygpt.train  # noqa: F401 - registers every component
-    from xraygpt.apps.demo.app import build_demo, build_vis_processor, launch_demo
+    from xraygpt.apps.demo.app import build_demo, launch_demo
     from xraygpt.common.config import Config
-    from xraygpt.common.registry import registry
     from xraygpt.conversation.chat import Chat
+    from xraygpt.models.factory import load_model_and_processors
 
     torch.manual_seed(0)
     cfg = Config(user_config={"model": {"arch": "mini_gpt4", "model_type": "tiny"}})
-    model = registry.get_model_class("mini_gpt4").from_config(cfg.model_cfg, device="cpu").eval()
-    chat = Chat(model, build_vis_processor(cfg), max_length=args.max_length)
+    model, vis_processor = load_model_and_processors(cfg, device="cpu")
+    chat = Chat(model, vis_processor, max_length=args.max_length)
     counter = GenerationCounter(chat)
     demo = build_demo(
         chat,
