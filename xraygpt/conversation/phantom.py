@@ -60,6 +60,22 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "Any sign of {}?",
             "Is there {} on the x-ray?",
             "Do I have {}?",
+            "Is {} present?",
+            "Is {} seen?",
+            "Does the x-ray show {}?",
+            "Can you find {}?",
+            "Has the patient got {}?",
+            "Does the radiograph show {}?",
+            "Would you report {}?",
+            "Are you able to see {}?",
+            "Is {} visible?",
+            "Did you find {}?",
+            "Could there be {}?",
+            "Tell me, is there {}?",
+            "Is {} shown in this image?",
+            "Do we see {} on the film?",
+            "Would you say the patient has {}?",
+            "Is there any sign of {} here?",
         ),
         "held_out": (
             "Does the image show {}?",
@@ -75,6 +91,10 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
             "Is everything normal?",
             "Is my chest x-ray normal?",
             "Is the study normal?",
+            "Does everything look normal on this film?",
+            "Is this radiograph normal?",
+            "Would you say this x-ray is normal?",
+            "Is the image normal?",
         ),
         "held_out": (
             "Would you call this radiograph normal?",
@@ -113,10 +133,21 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 # Follow-up detail questions (train and held out alike: the evaluation does not ask them).
-_SIDE_QUESTIONS = ("Which side is it on?", "Is it on the left or the right?", "Which side?")
-_SIZE_QUESTIONS = ("How large is it?", "How big is it?", "How severe is it?")
-_DEVICE_QUESTIONS = ("Which devices are present?", "What tubes or lines do you see?")
-_WHERE_QUESTIONS = ("Where is it?", "Where exactly?")
+# They name no finding ("it"): a question that names one asks whether it is there.
+_SIDE_QUESTIONS = (
+    "Which side is it on?",
+    "Is it on the left or the right?",
+    "Which side?",
+    "On which side is it?",
+    "Left or right?",
+)
+_SIZE_QUESTIONS = ("How large is it?", "How big is it?", "How severe is it?", "What size is it?")
+_DEVICE_QUESTIONS = ("Which devices are present?", "What tubes or lines do you see?", "Which ones?")
+_WHERE_QUESTIONS = ("Where is it?", "Where exactly?", "Where is it located?")
+# Training questions sometimes come with a few words around them, so that the model
+# keys on what is asked rather than on one exact wording.
+_LEADS = ("", "", "", "", "Doctor, ", "Please tell me: ", "One more question. ", "And ", "Okay. ")
+_TAILS = ("", "", "", "", " Thanks.", " Please answer briefly.", " I am worried.")
 
 _NO_ANSWER = {
     "Cardiomegaly": "No. The heart size is normal.",
@@ -213,11 +244,22 @@ def _detail(
     return rng.choice(_DEVICE_QUESTIONS), describe(case, observation)
 
 
+def _dress(question: str, rng: random.Random, phrasing: str) -> str:
+    """A training question, sometimes with a lead-in or a tail; held-out ones stay bare."""
+    if phrasing != "train":
+        return question
+    lead = rng.choice(_LEADS)
+    if lead == "And ":
+        question = question[0].lower() + question[1:]
+    return f"{lead}{question}{rng.choice(_TAILS)}"
+
+
 def finding_question(observation: str, rng: random.Random, phrasing: str = "train") -> str:
     """A question asking whether ``observation`` is present (``No Finding``: is it normal?)."""
     if observation == NORMAL:
-        return rng.choice(QUESTIONS["normal"][phrasing])
-    return rng.choice(QUESTIONS["finding"][phrasing]).format(rng.choice(_NAMES[observation]))
+        return _dress(rng.choice(QUESTIONS["normal"][phrasing]), rng, phrasing)
+    frame = rng.choice(QUESTIONS["finding"][phrasing])
+    return _dress(frame.format(rng.choice(_NAMES[observation])), rng, phrasing)
 
 
 def make_conversation(

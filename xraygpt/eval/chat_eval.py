@@ -67,7 +67,10 @@ def balanced_accuracy(truth: Sequence[int], predicted: Sequence[int | None]) -> 
 
 def score(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``chat_metrics.json``'s content from the exchanges (see the module doc)."""
-    out: dict[str, Any] = {"n_images": len({r["image_id"] for r in records})}
+    out: dict[str, Any] = {
+        "n_images": len({r["image_id"] for r in records}),
+        "phrasing": records[0].get("phrasing", "held_out") if records else "held_out",
+    }
     for mode in MODES:
         rows = [r for r in records if r["mode"] == mode]
         if not rows:
@@ -107,8 +110,9 @@ def format_chat_metrics(metrics: Mapping[str, Any]) -> str:
         return f"{'-' if value is None else f'{value:.3f}':>12s}"
 
     lines = [
-        f"Chat on the phantom test split ({metrics['n_images']} images, held-out phrasings, "
-        "greedy): balanced accuracy of the yes/no answers",
+        f"Chat on the phantom test split ({metrics['n_images']} images, "
+        f"{metrics.get('phrasing', 'held_out').replace('_', '-')} phrasings, greedy): "
+        "balanced accuracy of the yes/no answers",
         f"{'question about':20s}{'(a) first':>12s}{'(b) follow-up':>14s}{'always no':>12s}",
     ]
     for obs in PHANTOM_OBSERVATIONS:
@@ -145,13 +149,18 @@ def evaluate_chat(
     *,
     seed: int = 0,
     progress: bool = True,
+    phrasing: str = "held_out",
 ) -> list[dict[str, Any]]:
-    """Every exchange of the evaluation for ``cases`` ``[(image id, image path, case)]``."""
+    """Every exchange of the evaluation for ``cases`` ``[(image id, image path, case)]``.
+
+    ``phrasing="train"`` asks in the training phrasings instead (a diagnosis:
+    how much of an error is the wording's).
+    """
     records = []
     for image_id, path, case in tqdm(cases, desc="chat eval", unit="img", disable=not progress):
         truth = case_findings(case)
         rng = random.Random(f"{seed}/{image_id}")
-        questions = {obs: finding_question(obs, rng, "held_out") for obs in PHANTOM_OBSERVATIONS}
+        questions = {obs: finding_question(obs, rng, phrasing) for obs in PHANTOM_OBSERVATIONS}
         # (a) each question first, with the image.
         base_conv, base_imgs = chat.new_conversation(), []
         chat.upload_img(path, base_conv, base_imgs)
@@ -162,6 +171,7 @@ def evaluate_chat(
                 {
                     "image_id": image_id,
                     "mode": "first",
+                    "phrasing": phrasing,
                     "observation": obs,
                     "question": question,
                     "answer": answer,
@@ -171,7 +181,7 @@ def evaluate_chat(
             )
         # (b) a report first, then each question as a follow-up.
         conv = base_conv.copy()
-        report_request = rng.choice(QUESTIONS["report"]["held_out"])
+        report_request = rng.choice(QUESTIONS["report"][phrasing])
         report = _ask(chat, conv, base_imgs, report_request, REPORT_TOKENS)
         report_labels = label_report(report)
         for obs, question in questions.items():
@@ -181,6 +191,7 @@ def evaluate_chat(
                 {
                     "image_id": image_id,
                     "mode": "follow_up",
+                    "phrasing": phrasing,
                     "observation": obs,
                     "report_request": report_request,
                     "report": report,

@@ -18,6 +18,12 @@ from xraygpt.common.launch import build_parser
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    parser.add_argument(
+        "--phrasing",
+        choices=("held_out", "train"),
+        default="held_out",
+        help="the questions' phrasings: held out (the evaluation) or training (a diagnosis)",
+    )
     args = parser.parse_args(argv)
     import torch
 
@@ -45,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = "cuda" if cfg.run_cfg.device == "cuda" and torch.cuda.is_available() else "cpu"
     model, vis_processor = load_model_and_processors(cfg, device=device)
     chat = Chat(model, vis_processor)
-    records = evaluate_chat(chat, phantom_cases(storage, limit=args.limit), seed=cfg.run_cfg.seed)
+    cases = phantom_cases(storage, limit=args.limit)
+    records = evaluate_chat(chat, cases, seed=cfg.run_cfg.seed, phrasing=args.phrasing)
     metrics = write_results(cfg.output_dir, records)
     print(format_chat_metrics(metrics))
     print(f"wrote {cfg.output_dir}/chat_metrics.json and chat_answers.jsonl")

@@ -768,7 +768,7 @@ def _write_sample(job: tuple[int, int, int, str]) -> tuple[str, str, dict[str, i
 
 
 CONVERSATIONS_DIR = "conversations"  # inside the output folder: <split>.json
-CONVERSATIONS_PER_CASE = {"train": 4, "val": 1, "test": 1}
+CONVERSATIONS_PER_CASE = {"train": 6, "val": 1, "test": 1}
 
 
 def write_conversations(annotations: Sequence[dict], seed: int) -> dict[str, list[dict]]:

@@ -57,7 +57,7 @@ def test_the_builder_reads_the_generated_conversations(tmp_path):
     sample = with_images["train"][0]
     assert sample["image"].shape == (3, 96, 96)
     assert sample["conversation"][0][0] == "user" and IMAGE_MESSAGE in sample["conversation"][0][1]
-    assert len(with_images["train"]) == 4 * 16  # CONVERSATIONS_PER_CASE
+    assert len(with_images["train"]) == 6 * 16  # CONVERSATIONS_PER_CASE
     text = build(
         {"build_info": {"storage": str(tmp_path / "ph")}, "with_images": False}
     ).build_datasets()["train"]
