@@ -136,7 +136,7 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
 # They name no finding ("it"): a question that names one asks whether it is there.
 _SIDE_QUESTIONS = (
     "Which side is it on?",
-    "Is it on the left or the right?",
+    "Which side, left or right?",
     "Which side?",
     "On which side is it?",
     "Left or right?",
@@ -148,6 +148,8 @@ _WHERE_QUESTIONS = ("Where is it?", "Where exactly?", "Where is it located?")
 # keys on what is asked rather than on one exact wording.
 _LEADS = ("", "", "", "", "Doctor, ", "Please tell me: ", "One more question. ", "And ", "Okay. ")
 _TAILS = ("", "", "", "", " Thanks.", " Please answer briefly.", " I am worried.")
+# ... and sometimes a place before the question mark ("Is there X here?").
+_PLACES = (" here", " on this image", " on the x-ray", " on this film", " in this study", " at all")
 
 _NO_ANSWER = {
     "Cardiomegaly": "No. The heart size is normal.",
@@ -248,6 +250,8 @@ def _dress(question: str, rng: random.Random, phrasing: str) -> str:
     """A training question, sometimes with a lead-in or a tail; held-out ones stay bare."""
     if phrasing != "train":
         return question
+    if question.endswith("?") and rng.random() < 0.4:
+        question = question[:-1] + rng.choice(_PLACES) + "?"
     lead = rng.choice(_LEADS)
     if lead == "And ":
         question = question[0].lower() + question[1:]
@@ -284,13 +288,13 @@ def make_conversation(
     pairs: list[tuple[str, str]] = []
     if report_first:
         pairs.append((rng.choice(QUESTIONS["report"][phrasing]), report))
-    asked = [obs for obs in FINDING_FIELDS if rng.random() < (0.7 if present[obs] else 0.3)]
+    asked = [obs for obs in FINDING_FIELDS if rng.random() < (0.8 if present[obs] else 0.5)]
     if rng.random() < 0.4:
         asked.append(NORMAL)
     rng.shuffle(asked)
-    for obs in asked[:4]:
+    for obs in asked[:6]:
         pairs.append((finding_question(obs, rng, phrasing), finding_answer(case, obs)))
-        detail = _detail(case, obs, rng) if obs != NORMAL and rng.random() < 0.5 else None
+        detail = _detail(case, obs, rng) if obs != NORMAL and rng.random() < 0.35 else None
         if detail is not None:
             pairs.append(detail)
     if rng.random() < 0.25:
