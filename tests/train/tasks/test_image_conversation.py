@@ -65,3 +65,22 @@ def test_the_builder_reads_the_generated_conversations(tmp_path):
     item = text[0]
     assert item["image"].numel() == 0
     assert item["conversation"][1][1].startswith("Findings: ")  # opens with the report
+
+
+def test_each_doctor_turn_weighs_the_same(make_model):
+    from xraygpt.train.tasks.image_conversation import _answer_runs
+
+    assert _answer_runs([IGNORE_INDEX, 5, 6, IGNORE_INDEX, 7]) == [(1, 3), (4, 5)]
+    model = make_model(seed=0).eval()
+    images = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        both = float(conversation_loss(model, [TURNS], images))
+        # The second answer alone, with the first one in the context.
+        head, ids, labels = encode_chat(model.llama_tokenizer, TURNS)
+        runs = _answer_runs(labels)
+        assert len(runs) == 2
+        first = float(conversation_loss(model, [TURNS[:2]], images))
+    # Two turns: the mean of the two per-turn means, the first of which is `first`;
+    # so the second turn's own mean is positive and finite.
+    second = 2 * both - first
+    assert 0 < second < 100

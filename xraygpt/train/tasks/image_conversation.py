@@ -10,7 +10,10 @@ after it, each in one piece, so the model meets in training the very token
 sequence the demo will give it. The image's embeddings go in the slot (an empty
 slot for text-only samples). The loss is the cross-entropy over the Doctor
 turns only: the tokens that start inside an answer (the answer and the ``###``
-that ends it).
+that ends it), averaged per turn and then over the turns, so that a short
+answer ("No. There is no pneumothorax.") weighs as much as a report ten
+times its length: averaged over tokens, the one token that says yes or no
+would be lost among the report's.
 
 With only text-only datasets (``with_images: false``) everything but the LLM
 is frozen, as in ``text_pretrain``: those parts would otherwise be saved
@@ -90,7 +93,8 @@ def conversation_loss(
     *,
     max_length: int = MAX_LENGTH,
 ) -> torch.Tensor:
-    """Mean cross-entropy over the Doctor turns of a batch (``images`` [B, 3, H, W] or None)."""
+    """Cross-entropy over the Doctor turns of a batch (``images`` [B, 3, H, W] or None):
+    the mean over its turns of each turn's mean over its tokens."""
     tok = model.llama_tokenizer
     device = model.device
     img_embeds = None
@@ -111,14 +115,38 @@ def conversation_loss(
     embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
     mask = torch.zeros(len(rows), length, dtype=torch.long, device=device)
     labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long, device=device)
+    weights = torch.zeros(len(rows), length, device=device)
+    n_turns = 0
     for i, (row, lab) in enumerate(zip(rows, row_labels, strict=True)):
         embeds[i, : row.shape[0]] = row
         mask[i, : row.shape[0]] = 1
         labels[i, : len(lab)] = torch.tensor(lab, device=device)
-    out = model.llama_model(
-        inputs_embeds=embeds, attention_mask=mask, labels=labels, return_dict=True
+        for start, end in _answer_runs(lab):
+            weights[i, start:end] = 1.0 / (end - start)
+            n_turns += 1
+    if n_turns == 0:
+        raise ValueError("no Doctor turn left in the batch (all cut off by max_length?)")
+    logits = model.llama_model(inputs_embeds=embeds, attention_mask=mask, return_dict=True).logits
+    # Position t predicts token t + 1.
+    ce = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        labels[:, 1:].flatten(),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
     )
-    return out.loss
+    return (ce * weights[:, 1:].flatten()).sum() / n_turns
+
+
+def _answer_runs(labels: Sequence[int]) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of labelled positions: one per Doctor turn."""
+    runs, start = [], None
+    for i, label in enumerate([*labels, IGNORE_INDEX]):
+        if label != IGNORE_INDEX and start is None:
+            start = i
+        elif label == IGNORE_INDEX and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
 
 
 def _text_only(cfg: Any) -> bool:
