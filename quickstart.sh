@@ -6,14 +6,17 @@
 # 1. creates .venv and installs requirements.txt (skipped when already done);
 # 2. generates the phantom data set in dataset/phantom (skipped when present):
 #    SYNTHETIC chest-radiograph-like drawings with known findings, not real images;
-# 3. trains the tiny model in three stages, like XrayGPT's recipe in miniature:
-#    encoder pretraining (train_configs/xraygpt_tiny_stage1.yaml), LLM pretraining on
-#    the reports (stage2), alignment (stage3); a finished stage is skipped, a killed
-#    one resumes;
+# 3. trains the tiny model in four stages, like XrayGPT's recipe in miniature:
+#    encoder pretraining (train_configs/xraygpt_tiny_stage1.yaml), LLM fine-tuning on
+#    text conversations that open with the report (stage2), alignment (stage3), and
+#    image-grounded conversations (stage4); a finished stage is skipped, a killed one
+#    resumes;
 #    Each stage's training curves go to <stage folder>/training_curves.png;
 # 4. evaluates on the phantom test split with test.py (metrics with 95 % bootstrap
 #    intervals and the baseline row; metrics.png beside metrics.json), then prints
-#    the per-finding table and the alignment loss against the text-only floor.
+#    the per-finding table and the alignment loss against the text-only floor; then
+#    the chat evaluation (yes/no questions through the demo's Chat, first and as a
+#    follow-up after a report; chat_metrics.json beside metrics.json) and its table.
 #
 # Environment: PYTHON (interpreter for the venv, default python3), XRAYGPT_OUTPUT
 # (output folder, default output), XRAYGPT_PHANTOM (data folder, default dataset/phantom),
@@ -53,7 +56,8 @@ start=$(date +%s)
 timings=()
 
 # --- 2. data -----------------------------------------------------------------------
-if [ -f "$DATA/filter_cap.json" ] && [ -f "$DATA/tokenizer/tokenizer.json" ]; then
+if [ -f "$DATA/filter_cap.json" ] && [ -f "$DATA/tokenizer/tokenizer.json" ] \
+    && [ -f "$DATA/conversations/train.json" ]; then
     echo "phantom data present in $DATA (delete the folder to regenerate)"
 else
     step "generating the phantom data set in $DATA"
@@ -69,7 +73,10 @@ tok_opt="model.tokenizer=$DATA/tokenizer"
 ckpt1="$OUT/xraygpt_tiny_stage1/checkpoint_last.pth"
 ckpt2="$OUT/xraygpt_tiny_stage2/checkpoint_last.pth"
 ckpt3="$OUT/xraygpt_tiny_stage3/checkpoint_last.pth"
+ckpt4="$OUT/xraygpt_tiny_stage4/checkpoint_last.pth"
 
+phantom_opt="datasets.phantom.build_info.storage=$DATA"
+conv_opt="datasets.phantom_conversations.build_info.storage=$DATA"
 run_stage() {  # name, extra options...
     local name=$1
     shift
@@ -77,23 +84,30 @@ run_stage() {  # name, extra options...
     local t0
     t0=$(date +%s)
     "$PY" train.py --cfg-path "train_configs/xraygpt_tiny_$name.yaml" \
-        --options "${data_opts[@]}" run.resume=auto "$@"
+        --options "run.output_dir=$OUT" run.resume=auto "$@"
     timings+=("$name $(($(date +%s) - t0)) s")
 }
-run_stage stage1
-run_stage stage2 "$tok_opt"
-run_stage stage3 "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2]"
+run_stage stage1 "$phantom_opt"
+run_stage stage2 "$tok_opt" "$conv_opt"
+run_stage stage3 "$phantom_opt" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2]"
+run_stage stage4 "$tok_opt" "$conv_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3]"
 train_end=$(date +%s)
 step "training curves (loss, lr, throughput)"
 "$PY" -m xraygpt.tools.plot_run "$OUT/xraygpt_tiny_stage1" "$OUT/xraygpt_tiny_stage2" \
-    "$OUT/xraygpt_tiny_stage3"
+    "$OUT/xraygpt_tiny_stage3" "$OUT/xraygpt_tiny_stage4"
 
 # --- 4. evaluation -----------------------------------------------------------------
 step "evaluating on the phantom test split"
 t0=$(date +%s)
 "$PY" test.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
-    --options "${data_opts[@]}" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3]"
+    --options "${data_opts[@]}" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3,$ckpt4]"
 timings+=("eval $(($(date +%s) - t0)) s")
+
+step "chat evaluation on the phantom test split (held-out phrasings)"
+t0=$(date +%s)
+"$PY" -m xraygpt.tools.chat_eval --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
+    --options "${data_opts[@]}" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3,$ckpt4]"
+timings+=("chat-eval $(($(date +%s) - t0)) s")
 
 step "summary"
 "$PY" -m xraygpt.tools.tiny_recipe --output "$OUT" --data "$DATA"

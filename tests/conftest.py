@@ -129,3 +129,38 @@ def caption_folder(tmp_path):
     root = tmp_path / "openi"
     write_caption_folder(root, splits={"train": 8, "val": 2, "test": 2})
     return root
+
+
+# --------------------------------------------------------------------------- the quickstart
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``bash quickstart.sh`` run once per session into a temporary folder (slow tests only).
+
+    Returns ``output``, ``data``, ``env`` (the environment it ran with) and ``result``
+    (the finished process). The trained tiny model serves the quickstart test and the
+    demo's browser test of a follow-up question.
+    """
+    import os
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from xraygpt.common.config import REPO_ROOT
+
+    venv_python = REPO_ROOT / ".venv" / "bin" / "python"
+    if Path(sys.executable).resolve() != venv_python.resolve():
+        pytest.fail(f"run the tests with {venv_python}: quickstart.sh uses that environment")
+    root = tmp_path_factory.mktemp("quickstart")
+    output, data = root / "output", root / "phantom"
+    env = {**os.environ, "XRAYGPT_OUTPUT": str(output), "XRAYGPT_PHANTOM": str(data)}
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "quickstart.sh")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    return SimpleNamespace(output=output, data=data, env=env, result=result)

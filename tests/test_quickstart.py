@@ -1,14 +1,11 @@
-"""The README's first command: the phantom data, the three tiny stages and the evaluation.
+"""The README's first command: the phantom data, the four tiny stages and the evaluations.
 
 Slow (minutes on a CPU): it runs ``quickstart.sh`` as a user would, into a
 temporary folder, and checks what the issue asks of the tiny recipe on the
 phantom test split.
 """
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,20 +14,10 @@ from xraygpt.tools.tiny_recipe import summarize
 
 
 @pytest.mark.slow
-def test_quickstart_trains_a_tiny_model_that_reads_the_image(tmp_path):
-    venv_python = REPO_ROOT / ".venv" / "bin" / "python"
-    if Path(sys.executable).resolve() != venv_python.resolve():
-        pytest.fail(f"run the tests with {venv_python}: quickstart.sh uses that environment")
-    output, data = tmp_path / "output", tmp_path / "phantom"
-    env = {**os.environ, "XRAYGPT_OUTPUT": str(output), "XRAYGPT_PHANTOM": str(data)}
-    result = subprocess.run(
-        ["bash", str(REPO_ROOT / "quickstart.sh")],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+def test_quickstart_trains_a_tiny_model_that_reads_the_image(quickstart_run):
+    # quickstart.sh runs once per session (tests/conftest.py), into a temporary folder.
+    output, data, env = quickstart_run.output, quickstart_run.data, quickstart_run.env
+    result = quickstart_run.result
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     assert "most_frequent" in result.stdout  # test.py's table has the baseline row
@@ -48,6 +35,17 @@ def test_quickstart_trains_a_tiny_model_that_reads_the_image(tmp_path):
     assert held["with_image"] < held["text_only_floor"] - 0.02, held
     assert held["with_another_image"] > held["with_image"] + 0.05, held  # not just more LM training
 
+    # Conversations (chat_metrics.json, through Chat, held-out phrasings): the yes/no
+    # answers follow the image, asked first (a) and after a report (b), and agree with
+    # the model's own report; the always-"no" baseline is 0.50.
+    assert "consistency (follow-up answer agrees" in result.stdout  # the chat table
+    chat = summary["chat"]
+    assert chat["first"]["always_no"]["macro_balanced_accuracy"] == 0.5, chat
+    assert chat["first"]["macro_balanced_accuracy"] >= 0.85, chat
+    assert chat["follow_up"]["macro_balanced_accuracy"] >= 0.85, chat
+    assert chat["follow_up"]["consistency"] >= 0.90, chat
+    assert model["macro_f1"] >= 0.80, summary["scores"]
+
     # Idempotent: a second run reuses the data and the finished stages.
     again = subprocess.run(
         ["bash", str(REPO_ROOT / "quickstart.sh")],
@@ -59,4 +57,4 @@ def test_quickstart_trains_a_tiny_model_that_reads_the_image(tmp_path):
     )
     assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
     assert "phantom data present" in again.stdout
-    assert again.stdout.count("nothing to do") + again.stderr.count("nothing to do") == 3
+    assert again.stdout.count("nothing to do") + again.stderr.count("nothing to do") == 4

@@ -96,3 +96,16 @@ def test_caption_processor_keeps_the_first_max_words_and_adds_the_prompt():
     words = " ".join(f"w{i}" for i in range(80))
     assert BlipCaptionProcessor()(words).split() == [f"w{i}" for i in range(50)]
     assert BlipCaptionProcessor(prompt="a photo of ", max_words=2)("X Y Z") == "a photo of x y"
+
+
+def test_blip_caption_normalize_false_keeps_case_and_punctuation():
+    from xraygpt.processors.blip_processors import BlipCaptionProcessor
+
+    text = "Findings:  Small LEFT effusion.\nImpression: (none)"
+    assert BlipCaptionProcessor()(text) == "findings small left effusion impression none"
+    kept = BlipCaptionProcessor(normalize=False, max_words=4)
+    assert kept(text) == "Findings: Small LEFT effusion."
+    assert (
+        BlipCaptionProcessor.from_config({"name": "blip_caption", "normalize": False}).normalize
+        is False
+    )

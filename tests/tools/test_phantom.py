@@ -199,8 +199,10 @@ def test_the_phantom_builder_reads_the_generated_folder(tmp_path):
     sample = datasets["test"][0]
     assert sample["image"].shape == (3, 96, 96) and sample["image"].dtype == torch.float32
     assert sample["labels"]["No Finding"] in (0, 1)
-    assert sample["caption"] == sample["caption"].lower() and "." not in sample["caption"]
-    assert "impression" in sample["caption"]  # not cut at blip_caption's default 50 words
+    # The phantom's text processor keeps case and punctuation (blip_caption normalize: false).
+    assert sample["caption"].startswith("Findings: ") and "." in sample["caption"]
+    assert "Impression:" in sample["caption"]  # not cut at blip_caption's default 50 words
+    assert sample["caption"] == " ".join(sample["caption"].split())
 
 
 def test_the_phantom_builder_names_the_command_that_makes_the_data(tmp_path):

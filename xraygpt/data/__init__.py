@@ -8,3 +8,4 @@ generator) live in :mod:`xraygpt.tools`. Importing the package registers the bui
 # ruff: noqa: F401 - imported for its registration side effect
 import xraygpt.data.builders
 import xraygpt.data.conversations
+import xraygpt.data.phantom_conversations

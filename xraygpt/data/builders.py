@@ -45,6 +45,7 @@ class ProcessorConfig:
     jpeg_draft: bool | None = None
     prompt: str | None = None
     max_words: int | None = None
+    normalize: bool | None = None  # blip_caption: false keeps case and punctuation
 
 
 @dataclass

@@ -152,22 +152,30 @@ _SPACES = re.compile(r"\s+")
 
 @registry.register_processor("blip_caption")
 class BlipCaptionProcessor(BaseProcessor):
-    """Lowercase, ``.!"()*#:;~`` -> space, collapse spaces, keep the first ``max_words``."""
+    """Lowercase, ``.!"()*#:;~`` -> space, collapse spaces, keep the first ``max_words``.
+
+    That is the original's caption cleaning and stays the default (the real
+    recipe trains on it). ``normalize: false`` keeps case and punctuation and
+    only collapses white space and cuts at ``max_words``: the embedded
+    default (the phantom data set) uses it, so that the tiny model writes
+    reports with sentences and capitals and answers questions in full sentences.
+    """
 
     name = "blip_caption"
-    CONFIG_KEYS = ("prompt", "max_words")
+    CONFIG_KEYS = ("prompt", "max_words", "normalize")
 
-    def __init__(self, prompt: str = "", max_words: int = 50) -> None:
+    def __init__(self, prompt: str = "", max_words: int = 50, normalize: bool = True) -> None:
         if max_words <= 0:
             raise ProcessorConfigError(f"max_words must be positive, got {max_words}")
         self.prompt = prompt
         self.max_words = int(max_words)
+        self.normalize = bool(normalize)
 
     def __call__(self, caption: str) -> str:
         return self.prompt + self.pre_caption(caption)
 
     def pre_caption(self, caption: str) -> str:
-        text = _CAPTION_PUNCT.sub(" ", caption.lower())
+        text = _CAPTION_PUNCT.sub(" ", caption.lower()) if self.normalize else caption
         text = _SPACES.sub(" ", text).strip(" ")
         words = text.split(" ")
         if len(words) > self.max_words:

@@ -30,7 +30,7 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -668,17 +668,28 @@ TOKENIZER_VOCAB = 1024
 _TEMPLATE_REPEATS = 50  # so that the template's pieces win merges over report words
 
 
-def tokenizer_corpus(reports: Sequence[str], prompt_file: str | Path | None = None) -> list[str]:
-    """The tokenizer's training text: the reports as the model reads them, and the prompts.
+def tokenizer_corpus(
+    reports: Sequence[str],
+    prompt_file: str | Path | None = None,
+    conversations: Sequence[dict] = (),
+) -> list[str]:
+    """The tokenizer's training text: the reports as the model reads them, the prompts
+    and the conversations' turns.
 
-    Reports go through ``blip_caption`` (lower case, no punctuation) as in
-    training; each prompt is wrapped in the XrayGPT conversation template.
+    Reports go through ``blip_caption`` with ``normalize: false`` (case and
+    punctuation kept), as the phantom data set's processor reads them; each
+    prompt is wrapped in the XrayGPT conversation template.
     """
     from xraygpt.conversation.templates import get_conv_template
     from xraygpt.processors.blip_processors import BlipCaptionProcessor
 
-    caption = BlipCaptionProcessor(max_words=10_000)
+    caption = BlipCaptionProcessor(max_words=10_000, normalize=False)
     texts = [caption(report) for report in reports]
+    for entry in conversations:
+        conv = get_conv_template("xraygpt")
+        for turn in entry["conversations"]:
+            conv.append_message(conv.roles[0 if turn["from"] == "human" else 1], turn["value"])
+        texts.append(conv.get_prompt())
     conv = get_conv_template("xraygpt")
     conv.append_message(conv.roles[0], "<Img><ImageHere></Img> Describe this chest x-ray image.")
     conv.append_message(conv.roles[1], None)
@@ -735,8 +746,17 @@ def assign_splits(n: int, seed: int, fractions: Sequence[float] = DEFAULT_SPLITS
     return splits
 
 
-def _write_sample(job: tuple[int, int, int, str]) -> tuple[str, str, dict[str, int]]:
-    """Draw phantom ``index`` and write its PNG; returns (image id, report, labels)."""
+def case_record(seed: int, index: int) -> dict:
+    """What phantom ``index`` shows, as recorded in ``filter_cap.json`` (``case``).
+
+    The fields of :class:`PhantomCase` (null / empty when absent); the
+    conversations are written from it (``xraygpt.conversation.phantom``).
+    """
+    return asdict(sample_case(np.random.default_rng([seed, index])))
+
+
+def _write_sample(job: tuple[int, int, int, str]) -> tuple[str, str, dict[str, int], dict]:
+    """Draw phantom ``index`` and write its PNG; returns (image id, report, labels, case)."""
     from PIL import Image
 
     seed, index, size, image_dir = job
@@ -744,7 +764,38 @@ def _write_sample(job: tuple[int, int, int, str]) -> tuple[str, str, dict[str, i
     name = image_id(index)
     # PNG level 1: ~3x faster to write than the default, a few % larger.
     Image.fromarray(image, mode="L").save(Path(image_dir) / f"{name}.png", compress_level=1)
-    return name, report, labels
+    return name, report, labels, case_record(seed, index)
+
+
+CONVERSATIONS_DIR = "conversations"  # inside the output folder: <split>.json
+CONVERSATIONS_PER_CASE = {"train": 6, "val": 1, "test": 1}
+
+
+def write_conversations(annotations: Sequence[dict], seed: int) -> dict[str, list[dict]]:
+    """ShareGPT conversations per split from each case (``xraygpt.conversation.phantom``).
+
+    Train and val use the training phrasings; test uses the held-out ones,
+    which training never sees. Each conversation is a pure function of
+    ``(seed, index, k)``.
+    """
+    import random
+
+    from xraygpt.conversation.phantom import make_conversation, sharegpt_entry
+
+    out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    for index, ann in enumerate(annotations):
+        split = ann["split"]
+        phrasing = "held_out" if split == "test" else "train"
+        for k in range(CONVERSATIONS_PER_CASE[split]):
+            rng = random.Random(f"{seed}/{index}/{k}")
+            report_first = k % 2 == 0
+            pairs = make_conversation(
+                ann["case"], ann["caption"], rng, phrasing=phrasing, report_first=report_first
+            )
+            out[split].append(
+                sharegpt_entry(f"{ann['image_id']}_c{k}", ann["image_id"], pairs, report_first)
+            )
+    return out
 
 
 def generate(
@@ -759,9 +810,12 @@ def generate(
 ) -> Path:
     """Write ``n`` phantoms under ``out`` in the OpenI layout; returns the annotation file.
 
-    Also writes ``out/tokenizer/``, the tiny recipe's tokenizer trained on the
-    training reports and the prompts of ``prompt_file`` (default: the shipped
-    alignment prompts).
+    Each annotation also records its ``case`` (what is drawn: side, size, lobe,
+    device). Also writes ``out/conversations/<split>.json`` (ShareGPT
+    conversations about each case, see :func:`write_conversations`) and
+    ``out/tokenizer/``, the tiny recipe's tokenizer trained on the training
+    reports, conversations and the prompts of ``prompt_file`` (default: the
+    shipped alignment prompts).
     """
     from tqdm import tqdm
 
@@ -790,14 +844,26 @@ def generate(
         else:
             results = map(_write_sample, jobs)
         annotations = [
-            {"image_id": name, "caption": report, "split": splits[i], "labels": labels}
-            for i, (name, report, labels) in enumerate(
+            {
+                "image_id": name,
+                "caption": report,
+                "split": splits[i],
+                "labels": labels,
+                "case": case,
+            }
+            for i, (name, report, labels, case) in enumerate(
                 tqdm(results, total=n, desc="phantoms", unit="img", disable=not progress)
             )
         ]
     # The tiny recipe's tokenizer, made here from the training reports (and the prompts).
+    conversations = write_conversations(annotations, seed)
+    (out / CONVERSATIONS_DIR).mkdir(exist_ok=True)
+    for split, entries in conversations.items():
+        atomic_write_json(entries, out / CONVERSATIONS_DIR / f"{split}.json")
     train_reports = [a["caption"] for a in annotations if a["split"] == "train"]
-    train_tokenizer(tokenizer_corpus(train_reports, prompt_file), out / TOKENIZER_DIR)
+    train_tokenizer(
+        tokenizer_corpus(train_reports, prompt_file, conversations["train"]), out / TOKENIZER_DIR
+    )
     ann_path = out / "filter_cap.json"
     # Written last and atomically: its presence means the folder is complete.
     atomic_write_json(

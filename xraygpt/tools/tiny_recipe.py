@@ -26,7 +26,12 @@ from typing import Any
 from xraygpt.common.constants import PHANTOM_OBSERVATIONS
 from xraygpt.common.errors import MissingFileError
 
-STAGES = ("xraygpt_tiny_stage1", "xraygpt_tiny_stage2", "xraygpt_tiny_stage3")
+STAGES = (
+    "xraygpt_tiny_stage1",
+    "xraygpt_tiny_stage2",
+    "xraygpt_tiny_stage3",
+    "xraygpt_tiny_stage4",
+)
 EVAL_JOB = "xraygpt_tiny_eval"
 
 
@@ -81,13 +86,16 @@ def _config(name: str, options: list[str]):
 
 
 def held_out_losses(output: Path, data: Path, split: str = "val") -> dict[str, float]:
-    """Loss (nats / token) on the ``split`` reports: stage-2 LLM without images, stage 3 with.
+    """Loss (nats / token) on the ``split`` reports: stage-2 LLM without images, the final
+    model (stages 1-4) with them.
 
-    All read the same reports after the same prompt (the first of the prompt
-    file). The stage-3 model is also scored with each report after another
-    study's image: if the gain came from more language training rather than
-    from reading the image, that control would score as well as the matched
-    pairs.
+    The model reads the reports after the first prompt of the prompt file.
+    The floor is the stage-2 LLM's loss on the same reports after the same
+    question, rendered as in alignment or as in the chat (the format stage 2
+    trained on), whichever is lower. The model is also scored with each report
+    after another study's image: if the gain came from more language training
+    rather than from reading the image, that control would score as well as
+    the matched pairs.
     """
     import torch
 
@@ -95,23 +103,40 @@ def held_out_losses(output: Path, data: Path, split: str = "val") -> dict[str, f
     from xraygpt.common.registry import registry
     from xraygpt.data.caption_dataset import collate
     from xraygpt.models.factory import load_model_and_processors
-    from xraygpt.train.tasks.text_pretrain import evaluate_report_loss, text_prompts
+    from xraygpt.train.tasks.text_pretrain import (
+        ReportTextDataset,
+        chat_prompts,
+        evaluate_report_loss,
+        text_prompts,
+    )
 
     common = [f"datasets.phantom.build_info.storage={data}", f"model.tokenizer={data}/tokenizer"]
     ckpts = [str(output / stage / "checkpoint_last.pth") for stage in STAGES]
-    cfg2 = _config(STAGES[1], [*common, f"model.ckpt=[{ckpts[1]}]"])
-    task2 = registry.get_task_class(cfg2.run_cfg.task).setup_task(cfg2)
-    llm = task2.build_model(cfg2)
-    floor = evaluate_report_loss(llm, task2.build_datasets(cfg2)["phantom"][split])
-
     cfg3 = _config(EVAL_JOB, [*common, f"model.ckpt=[{','.join(ckpts)}]"])
     task3 = registry.get_task_class(cfg3.run_cfg.task).setup_task(cfg3)
+    dataset = task3.build_datasets(cfg3)["phantom"][split]
+
+    cfg2 = _config(
+        STAGES[1],
+        [
+            f"datasets.phantom_conversations.build_info.storage={data}",
+            f"model.tokenizer={data}/tokenizer",
+            f"model.ckpt=[{ckpts[1]}]",
+        ],
+    )
+    task2 = registry.get_task_class(cfg2.run_cfg.task).setup_task(cfg2)
+    llm = task2.build_model(cfg2)
+    reports = ReportTextDataset(dataset, "phantom")
+    floor = min(
+        evaluate_report_loss(llm, reports, prompt=prompt)
+        for prompt in (text_prompts(llm)[0], *chat_prompts(llm)[:1])
+    )
+
     model, _ = load_model_and_processors(cfg3)
     prompt = text_prompts(model)[0]
     if IMAGE_PLACEHOLDER not in prompt:
         raise ValueError("the alignment model has no prompt with an image slot")
     model.prompt_list = [prompt]  # the same prompt as the floor, not a random one
-    dataset = task3.build_datasets(cfg3)["phantom"][split]
     tok = model.llama_tokenizer
     total, shuffled, tokens = 0.0, 0.0, 0
     with torch.no_grad():
@@ -169,6 +194,9 @@ def summarize(output: str | Path, data: str | Path, *, losses: bool = True) -> d
     text_log = output / STAGES[1] / "log.jsonl"
     if text_log.is_file() and loss_curve(text_log):
         summary["text_only_train_loss"] = loss_curve(text_log)[-1][1]
+    chat_path = output / EVAL_JOB / "chat_metrics.json"
+    if chat_path.is_file():
+        summary["chat"] = json.loads(chat_path.read_text(encoding="utf-8"))
     if losses:
         summary["held_out"] = held_out_losses(output, data)
         summary["encoder"] = encoder_scores(output, data)

@@ -205,3 +205,80 @@ def test_dicom_button_shows_the_windowed_image(tiny_demo, page, xray_dicom):
         == 80
     )
     assert "Zzyzx" not in page.content() and "FAKEPID" not in page.content()
+
+
+def _ask_and_wait(page, question: str, count: int) -> str:
+    """Type ``question``, wait for the ``count``-th bot message to finish; return it."""
+    from playwright.sync_api import expect
+
+    box = page.locator("#question textarea")
+    box.fill(question)
+    box.press("Enter")
+    bots = page.locator('#chatbot [data-testid="bot"]')
+    expect(bots).to_have_count(count, timeout=120_000)
+    expect(box).to_have_value("", timeout=120_000)
+    page.wait_for_function(
+        "() => !document.querySelector('#chatbot .generating, #chatbot .pending')",
+        timeout=120_000,
+    )
+    page.wait_for_timeout(500)
+    return bots.last.inner_text().strip()
+
+
+@pytest.mark.slow
+def test_a_follow_up_about_a_phantom_is_answered_from_its_image(quickstart_run, page):
+    """The trained tiny model in the demo: a report, then follow-ups matching the labels."""
+    import json
+
+    from xraygpt.apps.demo.app import build_demo, launch_demo
+    from xraygpt.common.config import Config
+    from xraygpt.conversation.chat import Chat
+    from xraygpt.conversation.phantom import case_findings, read_yes_no
+    from xraygpt.models.factory import load_model_and_processors
+
+    run = quickstart_run
+    assert run.result.returncode == 0, (run.result.stdout + run.result.stderr)[-3000:]
+    ckpts = ",".join(
+        str(run.output / f"xraygpt_tiny_stage{i}" / "checkpoint_last.pth") for i in range(1, 5)
+    )
+    cfg = Config(
+        REPO_ROOT / "eval_configs" / "xraygpt_tiny_eval.yaml",
+        [f"model.tokenizer={run.data / 'tokenizer'}", f"model.ckpt=[{ckpts}]"],
+    )
+    model, vis_processor = load_model_and_processors(cfg, device="cpu")
+    demo = build_demo(Chat(model, vis_processor), model_note="tiny recipe", max_new_tokens=160)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = launch_demo(demo, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        # A test phantom with a pleural effusion and no pneumothorax: one yes, one no.
+        entries = json.loads((run.data / "filter_cap.json").read_text())["annotations"]
+        entry = next(
+            e
+            for e in entries
+            if e["split"] == "test"
+            and case_findings(e["case"])["Pleural Effusion"]
+            and not case_findings(e["case"])["Pneumothorax"]
+        )
+        from playwright.sync_api import expect
+
+        page.goto(url)
+        expect(page.get_by_text("Research use only.")).to_be_visible(timeout=60_000)
+        # Near-greedy answers: the lowest temperature the slider allows.
+        temperature = page.get_by_label("number input for Temperature")
+        temperature.fill("0.1")
+        temperature.press("Enter")
+        page.locator("#xray-image input[type=file]").set_input_files(
+            str(run.data / "image" / f"{entry['image_id']}.png")
+        )
+        bots = page.locator('#chatbot [data-testid="bot"]')
+        expect(bots.first).to_contain_text("loaded", timeout=60_000)
+        report = _ask_and_wait(page, "Describe the given chest x-ray image in detail.", 2)
+        assert "effusion" in report.lower(), report
+        effusion = _ask_and_wait(page, "Is there a pleural effusion?", 3)
+        assert read_yes_no(effusion) == 1, (report, effusion)
+        pneumothorax = _ask_and_wait(page, "Is there a pneumothorax?", 4)
+        assert read_yes_no(pneumothorax) == 0, (report, pneumothorax)
+    finally:
+        demo.close()

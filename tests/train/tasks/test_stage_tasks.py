@@ -52,6 +52,11 @@ def _job(name, phantom_dir, *extra):
     return cfg, task
 
 
+def _text_job(phantom_dir, *extra):
+    """A text_pretrain job on the phantom reports (stage 2 now trains on conversations)."""
+    return _job("xraygpt_tiny_stage3", phantom_dir, "run.task=text_pretrain", "model.ckpt=", *extra)
+
+
 def _batch(dataset, n=8):
     return collate([dataset[i] for i in range(n)])
 
@@ -167,18 +172,18 @@ def test_encoder_classifier_rejects_a_head_of_another_size(phantom_dir):
 
 
 def test_text_pretrain_reads_reports_without_images(phantom_dir):
-    cfg, task = _job("xraygpt_tiny_stage2", phantom_dir)
+    cfg, task = _text_job(phantom_dir)
     datasets = task.build_datasets(cfg)
     train = datasets["phantom"]["train"]
     assert isinstance(train, ReportTextDataset) and len(train) == 32
     sample = train[0]
-    assert sample["image"].numel() == 0 and "impression" in sample["caption"]
+    assert sample["image"].numel() == 0 and "Impression:" in sample["caption"]
     batch = collate([train[i] for i in range(4)])
     assert batch["image"].shape == (4, 0) and len(batch["caption"]) == 4
 
 
 def test_text_pretrain_trains_the_llm_only(phantom_dir):
-    cfg, task = _job("xraygpt_tiny_stage2", phantom_dir)
+    cfg, task = _text_job(phantom_dir)
     model = task.build_model(cfg)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(n.startswith("llama_model.") for n in trainable)
@@ -192,7 +197,7 @@ def test_text_pretrain_trains_the_llm_only(phantom_dir):
 
 
 def test_text_pretrain_lays_out_tokens_as_the_alignment_stage(phantom_dir):
-    cfg, task = _job("xraygpt_tiny_stage2", phantom_dir)
+    cfg, task = _text_job(phantom_dir)
     model = task.build_model(cfg)
     prompts = text_prompts(model)
     assert prompts == model.prompt_list and all(IMAGE_PLACEHOLDER in p for p in prompts)
@@ -208,7 +213,7 @@ def test_text_pretrain_lays_out_tokens_as_the_alignment_stage(phantom_dir):
 
 
 def test_report_loss_counts_only_the_report_tokens(phantom_dir):
-    cfg, task = _job("xraygpt_tiny_stage2", phantom_dir)
+    cfg, task = _text_job(phantom_dir)
     model = task.build_model(cfg).eval()
     captions = ["no pleural effusion", "mild cardiomegaly is present impression mild cardiomegaly"]
     prompt = text_prompts(model)[0]
@@ -223,7 +228,7 @@ def test_report_loss_counts_only_the_report_tokens(phantom_dir):
 
 
 def test_text_pretrain_needs_a_trainable_llm(phantom_dir):
-    cfg, task = _job("xraygpt_tiny_stage2", phantom_dir, "model.freeze_llm=true")
+    cfg, task = _text_job(phantom_dir, "model.freeze_llm=true")
     with pytest.raises(ConfigError, match="freeze_llm: false"):
         task.build_model(cfg)
 
@@ -232,7 +237,7 @@ def test_text_pretrain_also_sees_the_chat_rendering(phantom_dir):
     from xraygpt.conversation.templates import get_conv_template
     from xraygpt.train.tasks.text_pretrain import chat_prompts
 
-    cfg, task = _job("xraygpt_tiny_stage2", phantom_dir)
+    cfg, task = _text_job(phantom_dir)
     model = task.build_model(cfg)
     chats = chat_prompts(model)
     assert len(chats) == len(model.prompt_list)
@@ -243,3 +248,27 @@ def test_text_pretrain_also_sees_the_chat_rendering(phantom_dir):
     conv.append_message(conv.roles[1], None)
     assert conv.get_prompt() in chats  # what the demo's Chat sends for that question
     assert all(c.startswith(conv.system) and c.endswith("###Doctor:") for c in chats)
+
+
+# ------------------------------------------------- stage 2: text-only conversations
+
+
+def test_stage2_trains_the_llm_only_on_conversations_that_open_with_the_report(phantom_dir):
+    cfg = Config(
+        REPO_ROOT / "train_configs/xraygpt_tiny_stage2.yaml",
+        [
+            f"datasets.phantom_conversations.build_info.storage={phantom_dir}",
+            f"model.tokenizer={phantom_dir / 'tokenizer'}",
+            "run.device=cpu",
+        ],
+    )
+    task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    model = task.build_model(cfg)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(n.startswith("llama_model.") for n in trainable)
+    train = task.build_datasets(cfg)["phantom_conversations"]["train"]
+    batch = _batch(train, 4)
+    assert batch["image"].shape == (4, 0)
+    assert all(conv[1][1].startswith("Findings: ") for conv in batch["conversation"])
+    loss = task.train_step(model.train(), batch)["loss"]
+    assert torch.isfinite(loss) and loss > 1.0

@@ -14,11 +14,18 @@ import numpy as np
 # Which phantoms to show: one normal film and two single, easily seen findings.
 EXAMPLE_FINDINGS: tuple[str | None, ...] = (None, "Cardiomegaly", "Pleural Effusion")
 
+# A report request first; then follow-ups in the same conversation. The tiny model of
+# the embedded default learnt these kinds of question on the phantoms (quickstart.sh,
+# stage 4): yes/no about a finding, its side or size, "is this normal?", and a question
+# no image can answer (it gets one fixed honest sentence).
 EXAMPLE_QUESTIONS = (
     "Describe the given chest x-ray image in detail.",
     "What are the main findings in this chest x-ray?",
-    "Is there any abnormality in this chest x-ray?",
-    "Write the impression of a radiology report for this image.",
+    "Is there a pleural effusion?",
+    "Which side is it on?",
+    "Is the heart enlarged?",
+    "Is this x-ray normal?",
+    "What should the patient do next?",
 )
 
 _SEARCH_LIMIT = 2000  # phantom indices to scan for each wanted finding
