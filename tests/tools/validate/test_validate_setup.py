@@ -179,8 +179,10 @@ def test_shipped_tiny_recipe_validates_clean(phantom_data, tmp_path):
     )
     # stages 2-3 read the tokenizer that the phantom generator trains beside its data
     tokenizer = f"model.tokenizer={phantom_data / 'tokenizer'}"
+    # stage 2 also reads the phantom conversations written beside the images
+    conversations = f"datasets.phantom_conversations.build_info.storage={phantom_data}"
     ckpts = []
-    for stage, extra in zip(stages[:2], [(), (tokenizer,)], strict=True):
+    for stage, extra in zip(stages[:2], [(), (tokenizer, conversations)], strict=True):
         result = run(stage, *common, *extra, sample_images=4)
         assert result.exit_code == 0, result.render()
         path = tmp_path / f"{stage.stem}.pth"
