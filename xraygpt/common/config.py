@@ -164,7 +164,12 @@ def _validated(schema: type, section: Any, where: str) -> DictConfig:
 
 
 def model_default_config(arch: str, model_type: str) -> DictConfig:
-    model_cls = registry.get_model_class(arch)
+    return default_yaml_of(registry.get_model_class(arch), arch, model_type)
+
+
+def default_yaml_of(model_cls: type, arch: str, model_type: str) -> DictConfig:
+    """The whole default YAML that ``model_cls.PRETRAINED_MODEL_CONFIG_DICT`` names for
+    ``model_type`` (a ``model:`` section in LAVIS's shape)."""
     types = getattr(model_cls, "PRETRAINED_MODEL_CONFIG_DICT", {})
     if model_type not in types:
         raise ConfigError(

@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from xraygpt.common.config import PACKAGE_ROOT
+from xraygpt.common.config import default_yaml_of
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
 from xraygpt.models.llm import (
@@ -163,12 +163,7 @@ class CausalLM(nn.Module):
         cls, model_type: str = "tiny", overrides: Mapping[str, Any] | None = None
     ) -> DictConfig:
         """The validated default config of ``model_type``, with ``overrides`` on top."""
-        if model_type not in cls.PRETRAINED_MODEL_CONFIG_DICT:
-            raise ValueError(
-                f"causal_lm has no model_type {model_type!r}; "
-                f"known: {', '.join(cls.PRETRAINED_MODEL_CONFIG_DICT)}"
-            )
-        default = OmegaConf.load(PACKAGE_ROOT / cls.PRETRAINED_MODEL_CONFIG_DICT[model_type]).model
+        default = default_yaml_of(cls, "causal_lm", model_type).model
         return as_causal_lm_config(OmegaConf.merge(default, dict(overrides or {})))
 
     @classmethod

@@ -40,7 +40,7 @@ from transformers import (
 
 import xraygpt.models.convert as convert
 import xraygpt.models.hf_blip2 as hf_blip2
-from xraygpt.common.config import PACKAGE_ROOT, REPO_ROOT, ConfigError
+from xraygpt.common.config import REPO_ROOT, ConfigError, default_yaml_of
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from xraygpt.common.errors import CheckpointError, MissingFileError
 from xraygpt.common.generation import GenerationOptions
@@ -409,13 +409,7 @@ class MiniGPT4(nn.Module):
         cls, model_type: str = "tiny", overrides: Mapping[str, Any] | None = None
     ) -> DictConfig:
         """The validated default config of ``model_type``, with ``overrides`` on top."""
-        if model_type not in cls.PRETRAINED_MODEL_CONFIG_DICT:
-            raise ConfigError(
-                f"mini_gpt4 has no model_type {model_type!r}; "
-                f"known: {', '.join(cls.PRETRAINED_MODEL_CONFIG_DICT)}"
-            )
-        path = PACKAGE_ROOT / cls.PRETRAINED_MODEL_CONFIG_DICT[model_type]
-        default = OmegaConf.load(path).model
+        default = default_yaml_of(cls, "mini_gpt4", model_type).model
         return as_model_config(OmegaConf.merge(default, dict(overrides or {})))
 
     @classmethod
