@@ -17,24 +17,26 @@ Timed separately, best of ``--repeats``:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 from common import report
 
+from xraygpt.common.errors import run_main
 from xraygpt.eval.metrics import bootstrap as boot
 from xraygpt.eval.metrics.labeler import label_report
 from xraygpt.eval.metrics.nlg import tokenize_texts
 from xraygpt.eval.metrics.openi_agreement import read_reports
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3858, help="reports (default: MIMIC-CXR test)")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     texts = [r.text for r in read_reports() if r.text]
     if len(texts) < args.n + 1:
@@ -85,4 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -25,6 +25,7 @@ The record lists the transfer syntaxes the installed plugins decode.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from common import report
 from PIL import Image
 from pydicom.uid import JPEG2000Lossless
 
+from xraygpt.common.errors import run_main
 from xraygpt.processors.blip_processors import Blip2ImageTrainProcessor
 from xraygpt.processors.dicom import decodable_transfer_syntaxes, write_dicom
 from xraygpt.processors.image_io import open_image, save_downscaled
@@ -88,7 +90,7 @@ def time_variant(paths: list[Path], processor, draft: int | None, repeats: int) 
     return best
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=12, help="distinct images")
     parser.add_argument("--width", type=int, default=2500)
@@ -99,7 +101,7 @@ def main() -> None:
     parser.add_argument(
         "--dicom-n", type=int, default=4, help="distinct DICOMs (0: no DICOM variants)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(1)  # one data-loader worker's view
     rng = np.random.default_rng(0)
@@ -166,4 +168,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

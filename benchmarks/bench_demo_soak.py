@@ -47,6 +47,8 @@ import torch
 from common import machine
 from PIL import Image
 
+from xraygpt.common.errors import run_main
+
 WARNING_PREFIX = "⚠️"
 
 
@@ -395,4 +397,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -22,6 +22,7 @@ without one: ``--size full --device cpu --precision fp32 --vit-layers 1
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 from common import (
@@ -35,6 +36,7 @@ from common import (
 )
 
 from xraygpt.common.constants import IMAGE_PLACEHOLDER
+from xraygpt.common.errors import run_main
 from xraygpt.conversation.chat import Chat
 from xraygpt.models.factory import build_model, load_model_and_processors
 from xraygpt.models.mini_gpt4 import MiniGPT4
@@ -94,7 +96,7 @@ def run_batched(model, images, batch, max_new_tokens) -> tuple[list[str], dict]:
     return answers, out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--ckpt", default=None, help="trained checkpoint(s) for the model")
@@ -110,7 +112,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
     add_full_size_options(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     device = pick_device(args.device)
@@ -162,4 +164,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 import time
 
 import numpy as np
@@ -33,6 +34,7 @@ import torch
 from common import REPO_ROOT, report
 
 from xraygpt.common.constants import IGNORE_INDEX
+from xraygpt.common.errors import run_main
 from xraygpt.data.conversations import (
     ConversationRecord,
     collate_tokens,
@@ -76,7 +78,7 @@ def time_batches(model, batches, pad_id, steps, warmup=2) -> dict[str, float]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--conversations", required=True)
     parser.add_argument(
@@ -88,7 +90,7 @@ def main() -> None:
     parser.add_argument("--vary-turns", action="store_true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
@@ -159,4 +161,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

@@ -63,6 +63,7 @@ from common import (
     sync,
 )
 
+from xraygpt.common.errors import run_main
 from xraygpt.models.factory import build_model
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.train.optim import build_optimizer, resolve_precision
@@ -360,7 +361,7 @@ def llm_main(args) -> None:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--device", default="auto")
@@ -398,7 +399,7 @@ def main() -> None:
         "--grad-ckpt", action="store_true", help="activation checkpointing for full/lora"
     )
     llm.add_argument("--llm-one", default=None, help=argparse.SUPPRESS)  # child process
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.llm_variants:
         llm_main(args)
         return
@@ -462,4 +463,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

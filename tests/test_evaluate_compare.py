@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 
+from tests.report_text import random_reports
 from xraygpt.evaluate import main
 
-SENTENCES = [
-    "The heart is normal in size.",
-    "Moderate cardiomegaly.",
-    "Small left pleural effusion.",
-    "No pleural effusion or pneumothorax.",
-    "The lungs are clear.",
-    "Right lower lobe consolidation.",
-    "Mild pulmonary edema.",
-    "Endotracheal tube in place.",
-]
-rng = random.Random(0)
-REFS = [" ".join(rng.sample(SENTENCES, rng.randint(1, 3))) for _ in range(30)]
+REFS = random_reports(30, 0, most_sentences=3)
 
 
 def write(path: Path, generated: list[str], refs: list[str] = REFS, prefix: str = "img") -> Path:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
+from tests.tiny_models import SMALL_MODEL_OVERRIDES
 from xraygpt.common.config import REPO_ROOT, Config
 from xraygpt.conversation.chat import Chat
 from xraygpt.conversation.templates import IMAGE_MESSAGE, get_conv_template
@@ -24,27 +25,19 @@ from xraygpt.models import hf_blip2
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.processors.blip_processors import Blip2ImageEvalProcessor
 
-IMAGE_SIZE = 64
 # A model a little larger than tests/conftest.py's, so that answers depend on the image.
 MODEL: dict[str, Any] = {
     "arch": "mini_gpt4",
     "model_type": "tiny",
-    "image_size": IMAGE_SIZE,
-    "vision_config": {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 16},
-    "num_query_token": 4,
-    "qformer_config": {
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
+    **SMALL_MODEL_OVERRIDES,
+    "vision_config": {**SMALL_MODEL_OVERRIDES["vision_config"], "depth": 2},
     "llama_config": {
+        **SMALL_MODEL_OVERRIDES["llama_config"],
         "hidden_size": 64,
         "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
     },
 }
+IMAGE_SIZE = MODEL["image_size"]
 MAX_NEW = 24
 QUESTION = "Describe the given chest x-ray image in detail."
 

@@ -113,6 +113,11 @@ def test_upload_ask_and_see_the_answer(tiny_demo, page, xray_png):
     # An example X-ray fills the image box; the next question starts a new
     # conversation about it.
     page.locator("#xray-examples button.gallery-item").nth(1).click()
+    # The click fills the box through a round trip; ask only once the box shows
+    # the example, as a user would (asking earlier sends the previous image).
+    expect(page.locator('#xray-image img[src*="phantom_cardiomegaly"]')).to_have_count(
+        1, timeout=60_000
+    )
     box.fill("What are the main findings in this chest x-ray?")
     box.press("Enter")
     expect(bots.first).to_contain_text("phantom_cardiomegaly.png", timeout=60_000)
@@ -269,6 +274,8 @@ def test_a_follow_up_about_a_phantom_is_answered_from_its_image(quickstart_run, 
         temperature = page.get_by_label("number input for Temperature")
         temperature.fill("0.1")
         temperature.press("Enter")
+        # Ask only once the slider holds it: the question sends the slider's value.
+        expect(page.get_by_label("range slider for Temperature")).to_have_value("0.1")
         page.locator("#xray-image input[type=file]").set_input_files(
             str(run.data / "image" / f"{entry['image_id']}.png")
         )

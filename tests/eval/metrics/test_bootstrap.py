@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
+from tests.report_text import random_reports
 from xraygpt.eval.metrics import bootstrap as boot
 from xraygpt.eval.metrics.ce_variants import clinical_variants
 from xraygpt.eval.metrics.labeler import label_report
 from xraygpt.eval.metrics.nlg import nlg_scores, tokenize_texts
-
-SENTENCES = [
-    "The heart is normal in size.",
-    "Moderate cardiomegaly.",
-    "Small left pleural effusion.",
-    "No pleural effusion or pneumothorax.",
-    "The lungs are clear.",
-    "Right lower lobe consolidation.",
-    "Mild pulmonary edema.",
-    "Possible left basilar atelectasis.",
-    "Endotracheal tube in place.",
-    "No acute cardiopulmonary abnormality.",
-]
-
-
-def reports(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.sample(SENTENCES, rng.randint(1, 4))) for _ in range(n)]
 
 
 def stats_of(generated: list[str], references: list[str]) -> boot.ReportStats:
@@ -42,8 +23,8 @@ def stats_of(generated: list[str], references: list[str]) -> boot.ReportStats:
     )
 
 
-REFS = reports(40, 1)
-GEN = reports(40, 2)
+REFS = random_reports(40, 1)
+GEN = random_reports(40, 2)
 
 
 def test_full_sample_reproduces_the_point_estimates() -> None:
