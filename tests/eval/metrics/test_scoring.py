@@ -7,49 +7,30 @@ from pathlib import Path
 
 import pytest
 
+from tests.eval.metrics.sample_records import PRIOR, sample_records
 from xraygpt.eval.metrics import nlg
 from xraygpt.eval.metrics.labeler import BINARY_DEFINITION
 from xraygpt.eval.metrics.scoring import (
     PredictionsError,
     format_table,
-    make_record,
     read_predictions,
     score_records,
     write_predictions,
 )
 
-REFS = [
-    "Moderate cardiomegaly. Small left pleural effusion.",
-    "The lungs are clear. No pneumothorax.",
-    "Right lower lobe consolidation.",
-]
-GOOD = [
-    "moderate cardiomegaly small left pleural effusion",
-    "the lungs are clear",
-    "right lower lobe consolidation",
-]
-PRIOR = "The lungs are clear. No pneumothorax."
-
-
-def records() -> list[dict]:
-    return [
-        make_record(f"img{i}", "<Img><ImageHere></Img> Describe.", g, r, {"most_frequent": PRIOR})
-        for i, (g, r) in enumerate(zip(GOOD, REFS, strict=True))
-    ]
-
 
 def test_record_carries_both_label_sets() -> None:
-    record = records()[0]
+    record = sample_records(3)[0]
     assert record["generated_labels"]["Cardiomegaly"] == 1
     assert record["reference_labels"]["Pleural Effusion"] == 1
     assert record["baselines"] == {"most_frequent": PRIOR}
 
 
 def test_write_read_roundtrip(tmp_path: Path) -> None:
-    path = write_predictions(records(), tmp_path / "sub" / "predictions.jsonl")
+    path = write_predictions(sample_records(3), tmp_path / "sub" / "predictions.jsonl")
     assert path.read_text().count("\n") == 3
     back = read_predictions(path)
-    assert back == json.loads(json.dumps(records()))
+    assert back == json.loads(json.dumps(sample_records(3)))
 
 
 @pytest.mark.parametrize(
@@ -82,7 +63,7 @@ def test_score_records_model_and_baseline(monkeypatch: pytest.MonkeyPatch) -> No
     import xraygpt.eval.metrics.scoring as scoring
 
     monkeypatch.setattr(scoring, "java_status", lambda: "no java here")
-    metrics = score_records(records(), run_info={"split": "test"})
+    metrics = score_records(sample_records(3), run_info={"split": "test"})
     assert metrics["n"] == 3
     assert metrics["definition"] == BINARY_DEFINITION
     assert metrics["skipped"] == {"METEOR": "needs Java: no java here"}
@@ -105,7 +86,7 @@ def test_score_records_model_and_baseline(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_baseline_missing_for_some_reports() -> None:
-    recs = records()
+    recs = sample_records(3)
     del recs[1]["baselines"]
     with pytest.raises(PredictionsError, match="baseline 'most_frequent' is missing for 1"):
         score_records(recs, meteor=False, use_java=False)

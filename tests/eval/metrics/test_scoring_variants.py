@@ -6,34 +6,14 @@ import json
 
 import pytest
 
+from tests.eval.metrics.sample_records import sample_records
 from xraygpt.eval.metrics.ce_variants import all_variant_keys
-from xraygpt.eval.metrics.scoring import format_table, make_record, score_records
-
-REFS = [
-    "Moderate cardiomegaly. Small left pleural effusion.",
-    "The lungs are clear. No pneumothorax.",
-    "Right lower lobe consolidation.",
-    "Possible left basilar atelectasis.",
-]
-GOOD = [
-    "moderate cardiomegaly small left pleural effusion",
-    "the lungs are clear",
-    "right lower lobe consolidation",
-    "left basilar atelectasis",
-]
-PRIOR = "The lungs are clear. No pneumothorax."
-
-
-def records() -> list[dict]:
-    return [
-        make_record(f"img{i}", "<Img><ImageHere></Img> Describe.", g, r, {"most_frequent": PRIOR})
-        for i, (g, r) in enumerate(zip(GOOD, REFS, strict=True))
-    ]
+from xraygpt.eval.metrics.scoring import format_table, score_records
 
 
 def test_variants_and_intervals_beside_the_unchanged_keys() -> None:
-    plain = score_records(records(), meteor=False, use_java=False)
-    metrics = score_records(records(), meteor=False, use_java=False, bootstrap=200, seed=1)
+    plain = score_records(sample_records(), meteor=False, use_java=False)
+    metrics = score_records(sample_records(), meteor=False, use_java=False, bootstrap=200, seed=1)
     for key in ("n", "nlg", "clinical", "definition", "skipped", "notes"):
         assert metrics[key] == plain[key], key
     assert "ci" not in plain and "bootstrap" not in plain
@@ -58,4 +38,4 @@ def test_variants_and_intervals_beside_the_unchanged_keys() -> None:
 
 def test_negative_resamples_are_refused() -> None:
     with pytest.raises(ValueError, match="bootstrap resamples must be >= 0"):
-        score_records(records(), meteor=False, use_java=False, bootstrap=-1)
+        score_records(sample_records(), meteor=False, use_java=False, bootstrap=-1)
