@@ -19,51 +19,18 @@ import pytest
 import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from tests.train.toy_jobs import subprocess_env, torchrun
+from tests.tiny_models import SMALL_MODEL_OVERRIDES
+from tests.train.toy_jobs import subprocess_env, torchrun, write_tiny_job
 from xraygpt.common.config import REPO_ROOT
 from xraygpt.common.io import load_checkpoint
 from xraygpt.train import fsdp
 
-CONFIG = """\
-model:
-  arch: mini_gpt4
-  model_type: tiny
-  image_size: 64
-  vision_config: {{embed_dim: 32, depth: 1, num_heads: 2, patch_size: 16}}
-  num_query_token: 4
-  qformer_config: {{hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2,
-                   intermediate_size: 64}}
-  llama_config: {{hidden_size: 32, intermediate_size: 64, num_hidden_layers: 2,
-                 num_attention_heads: 2}}
-  freeze_vit: true
-  freeze_qformer: true
-  max_txt_len: 24
-{model}
-datasets:
-  openi:
-    build_info: {{storage: {data}}}
-    vis_processor:
-      train: {{name: blip2_image_train, image_size: 64}}
-      eval: {{name: blip2_image_eval, image_size: 64}}
-run:
-  device: cpu
-  output_dir: {out}
-  init_lr: 1.0e-3
-  min_lr: 1.0e-4
-  warmup_steps: 2
-  max_epoch: 2
-  iters_per_epoch: {iters}
-  batch_size_train: 2
-  num_workers: 0
-  log_freq: 2
-  save_every_iters: 2
-  keep_last_checkpoints: 2
-{run}
-"""
-LORA = (
-    "  freeze_llm: true\n  lora: {r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj]}"
-)
-FULL = "  freeze_llm: false"
+# How the LLM trains (on the small test model): through adapters, or fully.
+LORA = {
+    "freeze_llm": True,
+    "lora": {"r": 4, "alpha": 8, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]},
+}
+FULL = {"freeze_llm": False}
 ITERS = 6
 
 
@@ -102,11 +69,16 @@ def run_and_kill(cmd: list[str], marker: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def write_config(tmp_path: Path, data: Path, model: str, run_extra: str = "") -> Path:
-    cfg = tmp_path / "cfg.yaml"
-    text = CONFIG.format(data=data, out=tmp_path / "out", iters=ITERS, model=model, run=run_extra)
-    cfg.write_text(text)
-    return cfg
+def write_config(tmp_path: Path, data: Path, model: dict, run_extra: dict | None = None) -> Path:
+    return write_tiny_job(
+        tmp_path / "cfg.yaml",
+        data,
+        tmp_path / "out",
+        ITERS,
+        log_freq=2,
+        model={**SMALL_MODEL_OVERRIDES, **model},
+        run={"warmup_steps": 2, **(run_extra or {})},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +116,7 @@ def consolidated(folder: Path, tmp_path: Path) -> dict:
 
 @pytest.mark.slow
 def test_fsdp_full_fine_tuning_killed_and_resumed_also_on_another_world_size(tmp_path, phantom):
-    cfg = write_config(tmp_path, phantom, FULL, "  fsdp: true")
+    cfg = write_config(tmp_path, phantom, FULL, {"fsdp": True})
     full_dir, killed_dir = tmp_path / "out" / "full", tmp_path / "out" / "killed"
     run(torchrun(cfg, 2, "run.job_name=full"))
     run_and_kill(torchrun(cfg, 2, "run.job_name=killed"), killed_dir / fsdp.LAST_NAME)

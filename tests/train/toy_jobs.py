@@ -1,4 +1,4 @@
-"""Training jobs run as real processes by the kill-and-resume tests: the tiny job's YAML,
+"""Training jobs run as real processes by the kill-and-resume tests: the tiny job's config,
 the environment and the torchrun command line (not a test module)."""
 
 from __future__ import annotations
@@ -6,43 +6,63 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from xraygpt.common.config import REPO_ROOT
 
-# The tiny mini_gpt4 (frozen encoders and LLM: llama_proj trains) on an OpenI-layout folder.
-TINY_JOB = """\
-model:
-  arch: mini_gpt4
-  model_type: tiny
-  image_size: 64
-  freeze_vit: true
-  freeze_qformer: true
-  freeze_llm: true
-  max_txt_len: 24
-datasets:
-  openi:
-    build_info: {{storage: {data}}}
-    vis_processor:
-      train: {{name: blip2_image_train, image_size: 64}}
-      eval: {{name: blip2_image_eval, image_size: 64}}
-run:
-  device: cpu
-  output_dir: {out}
-  init_lr: 1.0e-3
-  min_lr: 1.0e-4
-  warmup_steps: 3
-  max_epoch: 2
-  iters_per_epoch: {iters}
-  batch_size_train: 2
-  num_workers: 0
-  log_freq: {log_freq}
-  save_every_iters: 2
-  keep_last_checkpoints: 2
-"""
 
+def write_tiny_job(
+    path: Path,
+    data: Path,
+    out: Path,
+    iters: int,
+    log_freq: int = 5,
+    model: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
+) -> Path:
+    """The tiny mini_gpt4's job on an OpenI-layout folder, with ``model``/``run`` keys added.
 
-def write_tiny_job(path: Path, data: Path, out: Path, iters: int, log_freq: int = 5) -> Path:
-    path.write_text(TINY_JOB.format(data=data, out=out, iters=iters, log_freq=log_freq))
+    As it stands, the encoders and the LLM are frozen and llama_proj trains.
+    """
+    job = {
+        "model": {
+            "arch": "mini_gpt4",
+            "model_type": "tiny",
+            "image_size": 64,
+            "freeze_vit": True,
+            "freeze_qformer": True,
+            "freeze_llm": True,
+            "max_txt_len": 24,
+            **(model or {}),
+        },
+        "datasets": {
+            "openi": {
+                "build_info": {"storage": str(data)},
+                "vis_processor": {
+                    "train": {"name": "blip2_image_train", "image_size": 64},
+                    "eval": {"name": "blip2_image_eval", "image_size": 64},
+                },
+            }
+        },
+        "run": {
+            "device": "cpu",
+            "output_dir": str(out),
+            "init_lr": 1.0e-3,
+            "min_lr": 1.0e-4,
+            "warmup_steps": 3,
+            "max_epoch": 2,
+            "iters_per_epoch": iters,
+            "batch_size_train": 2,
+            "num_workers": 0,
+            "log_freq": log_freq,
+            "save_every_iters": 2,
+            "keep_last_checkpoints": 2,
+            **(run or {}),
+        },
+    }
+    path.write_text(yaml.safe_dump(job, sort_keys=False))
     return path
 
 
