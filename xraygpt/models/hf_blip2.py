@@ -58,26 +58,45 @@ CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
-_VISION_RULES: tuple[tuple[str, str], ...] = (
-    (r"cls_token", "embeddings.class_embedding"),
-    (r"pos_embed", "embeddings.position_embedding"),
-    (r"patch_embed\.proj\.(weight|bias)", r"embeddings.patch_embedding.\1"),
-    (r"blocks\.(\d+)\.norm1\.(weight|bias)", r"encoder.layers.\1.layer_norm1.\2"),
-    (r"blocks\.(\d+)\.norm2\.(weight|bias)", r"encoder.layers.\1.layer_norm2.\2"),
-    (r"blocks\.(\d+)\.attn\.qkv\.weight", r"encoder.layers.\1.self_attn.qkv.weight"),
-    (r"blocks\.(\d+)\.attn\.proj\.(weight|bias)", r"encoder.layers.\1.self_attn.projection.\2"),
-    (r"blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"encoder.layers.\1.mlp.\2.\3"),
+# The vision encoder's names, (this model, transformers): one table read both ways.
+# ``{i}`` is a block index, ``{p}`` weight or bias, ``{fc}`` one of the MLP's layers.
+_VISION_NAMES: tuple[tuple[str, str], ...] = (
+    ("cls_token", "embeddings.class_embedding"),
+    ("pos_embed", "embeddings.position_embedding"),
+    ("patch_embed.proj.{p}", "embeddings.patch_embedding.{p}"),
+    ("blocks.{i}.norm1.{p}", "encoder.layers.{i}.layer_norm1.{p}"),
+    ("blocks.{i}.norm2.{p}", "encoder.layers.{i}.layer_norm2.{p}"),
+    ("blocks.{i}.attn.qkv.weight", "encoder.layers.{i}.self_attn.qkv.weight"),
+    ("blocks.{i}.attn.proj.{p}", "encoder.layers.{i}.self_attn.projection.{p}"),
+    ("blocks.{i}.mlp.{fc}.{p}", "encoder.layers.{i}.mlp.{fc}.{p}"),
 )
-_VISION_RULES_BACK: tuple[tuple[str, str], ...] = (
-    (r"embeddings\.class_embedding", "cls_token"),
-    (r"embeddings\.position_embedding", "pos_embed"),
-    (r"embeddings\.patch_embedding\.(weight|bias)", r"patch_embed.proj.\1"),
-    (r"encoder\.layers\.(\d+)\.layer_norm1\.(weight|bias)", r"blocks.\1.norm1.\2"),
-    (r"encoder\.layers\.(\d+)\.layer_norm2\.(weight|bias)", r"blocks.\1.norm2.\2"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.qkv\.weight", r"blocks.\1.attn.qkv.weight"),
-    (r"encoder\.layers\.(\d+)\.self_attn\.projection\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
-    (r"encoder\.layers\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)", r"blocks.\1.mlp.\2.\3"),
-)
+_NAME_FIELDS = {"i": r"\d+", "p": "weight|bias", "fc": "fc1|fc2"}
+
+
+def _name_pattern(template: str) -> re.Pattern[str]:
+    """``template`` as a regex whose named groups are its ``{field}`` placeholders."""
+    parts = re.split(r"\{(\w+)\}", template)  # literal, field, literal, ...
+    return re.compile(
+        "".join(
+            re.escape(part) if index % 2 == 0 else f"(?P<{part}>{_NAME_FIELDS[part]})"
+            for index, part in enumerate(parts)
+        )
+    )
+
+
+_VISION_RULES = tuple((_name_pattern(ours), theirs) for ours, theirs in _VISION_NAMES)
+_VISION_RULES_BACK = tuple((_name_pattern(theirs), ours) for ours, theirs in _VISION_NAMES)
+
+
+def _renamed(name: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str | None:
+    """``name`` under the first rule whose pattern it matches whole; None if none does."""
+    for pattern, template in rules:
+        match = pattern.fullmatch(name)
+        if match:
+            return template.format(**match.groupdict())
+    return None
+
+
 _PREFIXES = (  # (this model, transformers) for the modules whose inner names agree
     ("Qformer.", "qformer."),
     ("llama_proj.", "language_projection."),
@@ -130,10 +149,9 @@ def hf_name(key: str) -> str:
     if key == "query_tokens":
         return key
     if key.startswith("visual_encoder."):
-        inner = key[len("visual_encoder.") :]
-        for pattern, repl in _VISION_RULES:
-            if re.fullmatch(pattern, inner):
-                return "vision_model." + re.sub(pattern, repl, inner)
+        inner = _renamed(key[len("visual_encoder.") :], _VISION_RULES)
+        if inner is not None:
+            return "vision_model." + inner
     for ours, theirs in _PREFIXES:
         if key.startswith(ours):
             return theirs + key[len(ours) :]
@@ -151,10 +169,9 @@ def model_name(key: str) -> str:
         if key.startswith(theirs):
             return ours + key[len(theirs) :]
     if key.startswith("vision_model."):
-        inner = key[len("vision_model.") :]
-        for pattern, repl in _VISION_RULES_BACK:
-            if re.fullmatch(pattern, inner):
-                return "visual_encoder." + re.sub(pattern, repl, inner)
+        inner = _renamed(key[len("vision_model.") :], _VISION_RULES_BACK)
+        if inner is not None:
+            return "visual_encoder." + inner
     raise CheckpointError(f"{key}: not a Blip2ForConditionalGeneration weight this project knows")
 
 
