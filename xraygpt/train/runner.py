@@ -350,17 +350,16 @@ class RunnerBase:
 
     def _save(self, step: int) -> None:
         """Checkpoint after ``step`` global iterations (all ranks call; rank 0 writes)."""
-        rng = dist.all_gather_objects(capture_rng_state())
+        meta = {
+            "lr_sched": self.lr_sched.state_dict(),
+            "epoch": (step - 1) // self.run_cfg.iters_per_epoch,
+            "step": step,
+            "world_size": self.world_size,
+            "rng": dist.all_gather_objects(capture_rng_state()),
+            "config": self.cfg.to_dict(),
+        }
+        keep = self.run_cfg.keep_last_checkpoints
         if self.fsdp:
-            meta = {
-                "lr_sched": self.lr_sched.state_dict(),
-                "epoch": (step - 1) // self.run_cfg.iters_per_epoch,
-                "step": step,
-                "world_size": self.world_size,
-                "rng": rng,
-                "config": self.cfg.to_dict(),
-            }
-            keep = self.run_cfg.keep_last_checkpoints
             path = fsdp.save_sharded(self.model, self.optimizer, meta, self.output_dir, step, keep)
             log.info("saved %s", path)
             return
@@ -369,14 +368,9 @@ class RunnerBase:
                 "model": trainable_state_dict(self.unwrapped_model),
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.precision.scaler.state_dict() if self.precision.scaler else {},
-                "lr_sched": self.lr_sched.state_dict(),
-                "epoch": (step - 1) // self.run_cfg.iters_per_epoch,
-                "step": step,
-                "world_size": self.world_size,
-                "rng": rng,
-                "config": self.cfg.to_dict(),
+                **meta,
             }
-            path = save_checkpoint(state, self.output_dir, step, self.run_cfg.keep_last_checkpoints)
+            path = save_checkpoint(state, self.output_dir, step, keep)
             log.info("saved %s", path)
         dist.barrier()
 
