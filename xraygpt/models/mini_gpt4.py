@@ -531,23 +531,13 @@ class MiniGPT4(nn.Module):
         nothing is an error.
         """
         tensors = model_ckpt_keys(convert.unwrap_checkpoint(obj, source))
-        own = self.state_dict()
-        fit = fit_state(shapes_of(tensors), shapes_of(own), subset=True)
-        if fit.unexpected:
-            raise CheckpointError(
-                f"{source} (model.ckpt) has {len(fit.unexpected)} key(s) this model does not "
-                f"have: {_dotted(list(fit.unexpected))}; it was saved from a different model "
-                "configuration"
-            )
         if not tensors:
             raise CheckpointError(f"{source} (model.ckpt) holds no tensor of this model")
-        self._check_llama_proj(tensors, source)
-        if fit.mismatched:
-            raise CheckpointError(
-                f"{source}: shapes do not fit the model: " + "; ".join(fit.problems())
-            )
-        # A checkpoint holds the trained subset by design; every key it has was checked above.
-        self.load_state_dict(tensors, strict=False)
+        own = self.state_dict()
+        # A checkpoint holds the trained subset by design.
+        self._load_fitting(
+            tensors, own, source, "it was saved from a different model configuration"
+        )
         loaded = convert.group_counts(tensors)
         totals = convert.group_counts(own)
         log.info(
@@ -579,20 +569,10 @@ class MiniGPT4(nn.Module):
         own = self.state_dict()
         seen: list[str] = []
         for tensors in hf_blip2.iter_folder_state(folder, vocab):  # one shard in memory at a time
-            fit = fit_state(shapes_of(tensors), shapes_of(own), subset=True)
-            if fit.unexpected:
-                raise CheckpointError(
-                    f"model.ckpt: {folder} has {len(fit.unexpected)} tensor(s) this model does "
-                    f"not have [{_dotted(list(fit.unexpected))}]; it was exported from another "
-                    "configuration"
-                )
-            self._check_llama_proj(tensors, str(folder))
-            if fit.mismatched:
-                raise CheckpointError(
-                    f"{folder}: shapes do not fit the model: " + "; ".join(fit.problems())
-                )
             # One shard at a time: the missing keys are checked once all shards are read.
-            self.load_state_dict(tensors, strict=False)
+            self._load_fitting(
+                tensors, own, str(folder), "it was exported from another configuration"
+            )
             seen += tensors
         missing = sorted(set(own) - set(seen))
         if missing:
@@ -602,6 +582,31 @@ class MiniGPT4(nn.Module):
             )
         log.info("loaded %d tensors from the exported folder %s", len(seen), folder)
         return list(convert.group_counts(seen))
+
+    def _load_fitting(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        own: Mapping[str, torch.Tensor],
+        source: str,
+        origin: str,
+    ) -> None:
+        """Load ``tensors``, some of this model's, once every name and shape fits.
+
+        The errors name ``source`` (model.ckpt) and say where a misfit comes from
+        (``origin``); the keys ``tensors`` lacks are the caller's to judge.
+        """
+        fit = fit_state(shapes_of(tensors), shapes_of(own), subset=True)
+        if fit.unexpected:
+            raise CheckpointError(
+                f"{source} (model.ckpt) has {len(fit.unexpected)} tensor(s) this model does not "
+                f"have: {_dotted(list(fit.unexpected))}; {origin}"
+            )
+        self._check_llama_proj(tensors, source)
+        if fit.mismatched:
+            raise CheckpointError(
+                f"{source}: shapes do not fit the model: " + "; ".join(fit.problems())
+            )
+        self.load_state_dict(tensors, strict=False)
 
     def _check_llama_proj(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
         """A projection for an LLM of another size gets its own message: the usual mistake."""
