@@ -23,6 +23,7 @@ LLAMA_LINEARS = [
     "v_proj",
 ]
 FROZEN_ENCODERS = {"freeze_vit": True, "freeze_qformer": True, "freeze_llm": True}
+ADAPTERS = {**FROZEN_ENCODERS, "lora": {"r": 4, "dropout": 0.0}}
 
 
 def tiny_llama() -> LlamaForCausalLM:
@@ -35,6 +36,17 @@ def tiny_llama() -> LlamaForCausalLM:
         num_attention_heads=2,
     )
     return LlamaForCausalLM(config)
+
+
+def save_adapter_checkpoint(make_model, path):
+    """A mini_gpt4 with adapters, its trainable weights moved off their start, saved to ``path``."""
+    trained = make_model(**ADAPTERS)
+    with torch.no_grad():
+        for param in trained.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.3)
+    torch.save({"model": trained.trainable_state_dict(), "step": 1}, path)
+    return trained
 
 
 def test_settings_defaults_are_fastchats_recipe_and_unknown_keys_fail():
@@ -141,22 +153,16 @@ def test_mini_gpt4_lora_config_errors(make_model):
 
 def test_mini_gpt4_adapter_checkpoint_loads_by_config(make_model, images, tmp_path):
     """What test.py and the demo do: build from the config, whose ``ckpt`` names the file."""
-    options = {**FROZEN_ENCODERS, "lora": {"r": 4, "dropout": 0.0}}
-    trained = make_model(**options)
-    with torch.no_grad():
-        for param in trained.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.3)
     path = tmp_path / "checkpoint_last.pth"
-    torch.save({"model": trained.trainable_state_dict(), "step": 1}, path)
+    trained = save_adapter_checkpoint(make_model, path)
     trained.eval()
     prompt = "<Img><ImageHere></Img> Describe the image."
     expected = trained.generate(images[:1], prompt, max_new_tokens=8)
 
     # the same seed: the same frozen parts and initial adapters; only the file differs
-    fresh = make_model(**options).eval()
+    fresh = make_model(**ADAPTERS).eval()
     assert fresh.generate(images[:1], prompt, max_new_tokens=8) != expected
-    loaded = make_model(**options, ckpt=str(path)).eval()
+    loaded = make_model(**ADAPTERS, ckpt=str(path)).eval()
     assert loaded.generate(images[:1], prompt, max_new_tokens=8) == expected
     for name, value in trained.trainable_state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
@@ -174,21 +180,15 @@ def test_test_py_and_the_demo_load_an_adapter_checkpoint(
     from xraygpt.apps.demo.app import build_chat
     from xraygpt.common.config import REPO_ROOT, Config
 
-    options = {**FROZEN_ENCODERS, "lora": {"r": 4, "dropout": 0.0}}
-    trained = make_model(**options)
-    with torch.no_grad():
-        for param in trained.parameters():
-            if param.requires_grad:
-                param.add_(torch.randn_like(param) * 0.3)
     ckpt = tmp_path / "checkpoint_last.pth"
-    torch.save({"model": trained.trainable_state_dict(), "step": 1}, ckpt)
+    trained = save_adapter_checkpoint(make_model, ckpt)
     phantom = make_phantom(20)
     job = {
         "model": {
             "arch": "mini_gpt4",
             "model_type": "tiny",
             **small_model_overrides,
-            **options,
+            **ADAPTERS,
             "ckpt": str(ckpt),
         },
         "datasets": {
