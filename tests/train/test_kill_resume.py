@@ -20,7 +20,7 @@ import torch
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from tests.tiny_models import SMALL_MODEL_OVERRIDES
-from tests.train.toy_jobs import subprocess_env, torchrun, write_tiny_job
+from tests.train.toy_jobs import run_job, subprocess_env, torchrun, write_tiny_job
 from xraygpt.common.config import REPO_ROOT
 from xraygpt.common.io import load_checkpoint
 from xraygpt.train import fsdp
@@ -37,13 +37,6 @@ ITERS = 6
 @pytest.fixture(autouse=True)
 def _one_cpu_thread(one_cpu_thread: None) -> None:
     """One thread (tests/conftest.py says why)."""
-
-
-def run(cmd: list[str]) -> None:
-    done = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
 def run_and_kill(cmd: list[str], marker: Path) -> None:
@@ -90,11 +83,11 @@ def phantom(make_phantom) -> Path:
 def test_lora_under_ddp_killed_and_resumed(tmp_path, phantom):
     cfg = write_config(tmp_path, phantom, LORA)
     full_dir, killed_dir = tmp_path / "out" / "full", tmp_path / "out" / "killed"
-    run(torchrun(cfg, 2, "run.job_name=full"))
+    run_job(torchrun(cfg, 2, "run.job_name=full"))
     run_and_kill(torchrun(cfg, 2, "run.job_name=killed"), killed_dir / "checkpoint_last.pth")
     at_kill = load_checkpoint(killed_dir / "checkpoint_last.pth")["step"]
     assert 0 < at_kill < 2 * ITERS
-    run(torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"))
+    run_job(torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"))
 
     full = load_checkpoint(full_dir / "checkpoint_last.pth")
     resumed = load_checkpoint(killed_dir / "checkpoint_last.pth")
@@ -118,12 +111,12 @@ def consolidated(folder: Path, tmp_path: Path) -> dict:
 def test_fsdp_full_fine_tuning_killed_and_resumed_also_on_another_world_size(tmp_path, phantom):
     cfg = write_config(tmp_path, phantom, FULL, {"fsdp": True})
     full_dir, killed_dir = tmp_path / "out" / "full", tmp_path / "out" / "killed"
-    run(torchrun(cfg, 2, "run.job_name=full"))
+    run_job(torchrun(cfg, 2, "run.job_name=full"))
     run_and_kill(torchrun(cfg, 2, "run.job_name=killed"), killed_dir / fsdp.LAST_NAME)
     at_kill = load_checkpoint(fsdp.find_latest(killed_dir) / fsdp.META_NAME)["step"]
     assert 0 < at_kill < 2 * ITERS
     shutil.copytree(killed_dir, tmp_path / "out" / "one")  # to resume on 1 process
-    run(torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"))
+    run_job(torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"))
 
     full = consolidated(fsdp.find_latest(full_dir), tmp_path)
     resumed = consolidated(fsdp.find_latest(killed_dir), tmp_path)
@@ -146,6 +139,6 @@ def test_fsdp_full_fine_tuning_killed_and_resumed_also_on_another_world_size(tmp
         assert torch.equal(value, full["model"][f"llama_model.{name}"]), name
 
     # the 2-process shards, resharded for 1 process: the run continues to the end
-    run(torchrun(cfg, 1, "run.job_name=one", "run.resume=auto"))
+    run_job(torchrun(cfg, 1, "run.job_name=one", "run.resume=auto"))
     one_meta = load_checkpoint(fsdp.find_latest(tmp_path / "out" / "one") / fsdp.META_NAME)
     assert one_meta["step"] == 2 * ITERS and one_meta["world_size"] == 1

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train.toy_jobs import subprocess_env, torchrun, write_tiny_job
+from tests.train.toy_jobs import run_job, subprocess_env, torchrun, write_tiny_job
 from xraygpt.common.config import REPO_ROOT
 from xraygpt.common.io import load_checkpoint
 from xraygpt.train.checkpoint import LAST_NAME
@@ -173,15 +173,7 @@ def test_torchrun_two_processes_one_rank_killed_then_resumed(tmp_path, phantom, 
     total = 2 * iters
     cfg = tmp_path / "tiny.yaml"
     write_tiny_job(cfg, phantom, tmp_path / "out", iters, log_freq=1)
-    done = subprocess.run(
-        torchrun(cfg, 2, "run.job_name=full"),
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_job(torchrun(cfg, 2, "run.job_name=full"), timeout=600)
 
     killed_dir = tmp_path / "out" / "killed"
     point = random.Random(19).randint(3, total - 4)
@@ -208,15 +200,7 @@ def test_torchrun_two_processes_one_rank_killed_then_resumed(tmp_path, phantom, 
     at_kill = load_checkpoint(killed_dir / LAST_NAME)["step"]
     assert 0 < at_kill < total
 
-    done = subprocess.run(
-        torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"),
-        cwd=REPO_ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_job(torchrun(cfg, 2, "run.job_name=killed", "run.resume=auto"), timeout=600)
     _assert_same_end(tmp_path / "out" / "full", killed_dir, total)
     with capsys.disabled():
         print(f"\ntorchrun: rank 1 SIGKILLed after log line {point}; resumed from {at_kill}")

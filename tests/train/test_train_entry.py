@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.train.toy_jobs import subprocess_env, write_tiny_job
+from tests.train.toy_jobs import run_job, subprocess_env, write_tiny_job
 from xraygpt.common.config import REPO_ROOT
 from xraygpt.common.io import load_checkpoint
 from xraygpt.train.checkpoint import LAST_NAME
@@ -34,14 +34,6 @@ def write_config(tmp_path: Path, data: Path, iters: int) -> Path:
     cfg = tmp_path / "tiny_train.yaml"
     write_tiny_job(cfg, data, tmp_path / "out", iters)
     return cfg
-
-
-def run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
 
 
 def test_help_is_fast_and_imports_no_torch():
@@ -69,7 +61,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ph
     iters = 20  # 2 epochs x 20 iterations, a checkpoint every 2
     cfg = write_config(tmp_path, phantom, iters)
     full_dir, killed_dir = tmp_path / "out" / "full", tmp_path / "out" / "killed"
-    run(train_cmd(cfg, "run.job_name=full"))
+    run_job(train_cmd(cfg, "run.job_name=full"))
 
     proc = subprocess.Popen(
         train_cmd(cfg, "run.job_name=killed"),
@@ -93,7 +85,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, ph
     assert 0 < at_kill < iters, f"killed at iteration {at_kill}: not in the middle of epoch 0"
     print(f"SIGKILL after the checkpoint of iteration {at_kill} of {2 * iters}")
 
-    run(train_cmd(cfg, "run.job_name=killed", "run.resume=auto"))
+    run_job(train_cmd(cfg, "run.job_name=killed", "run.resume=auto"))
     full = load_checkpoint(full_dir / LAST_NAME)
     resumed = load_checkpoint(killed_dir / LAST_NAME)
     assert full["step"] == resumed["step"] == 2 * iters
@@ -120,7 +112,7 @@ def test_torchrun_two_processes_on_cpu(tmp_path, phantom):
     iters = 8
     cfg = write_config(tmp_path, phantom, iters)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    done = run(cmd + train_cmd(cfg, "run.job_name=ddp")[1:])
+    done = run_job(cmd + train_cmd(cfg, "run.job_name=ddp")[1:])
     out = tmp_path / "out" / "ddp"
     ckpt = load_checkpoint(out / LAST_NAME)
     assert ckpt["step"] == 2 * iters and ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2

@@ -4,6 +4,7 @@ the environment and the torchrun command line (not a test module)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,12 @@ def torchrun(cfg: Path, nproc: int, *options: str) -> list[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += ["--nproc-per-node", str(nproc), str(REPO_ROOT / "train.py"), "--cfg-path", str(cfg)]
     return cmd + (["--options", *options] if options else [])
+
+
+def run_job(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``cmd`` from the repository; it must succeed (its output tail is the message)."""
+    done = subprocess.run(
+        cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
