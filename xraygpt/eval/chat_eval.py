@@ -143,6 +143,30 @@ def _ask(chat: Chat, conv: Any, img_list: list, question: str, tokens: int) -> s
     return text
 
 
+def _exchange(
+    image_id: str,
+    mode: str,
+    phrasing: str,
+    observation: str,
+    context: Mapping[str, str],
+    question: str,
+    answer: str,
+    present: bool,
+) -> dict[str, Any]:
+    """The record of one question: what was asked, in what context, the answer and its truth."""
+    return {
+        "image_id": image_id,
+        "mode": mode,
+        "phrasing": phrasing,
+        "observation": observation,
+        **context,
+        "question": question,
+        "answer": answer,
+        "answer_yes_no": read_yes_no(answer),
+        "label": int(present),
+    }
+
+
 def evaluate_chat(
     chat: Chat,
     cases: Sequence[tuple[str, Path, Mapping[str, Any]]],
@@ -168,16 +192,7 @@ def evaluate_chat(
             conv = base_conv.copy()
             answer = _ask(chat, conv, base_imgs, question, ANSWER_TOKENS)
             records.append(
-                {
-                    "image_id": image_id,
-                    "mode": "first",
-                    "phrasing": phrasing,
-                    "observation": obs,
-                    "question": question,
-                    "answer": answer,
-                    "answer_yes_no": read_yes_no(answer),
-                    "label": int(truth[obs]),
-                }
+                _exchange(image_id, "first", phrasing, obs, {}, question, answer, truth[obs])
             )
         # (b) a report first, then each question as a follow-up.
         conv = base_conv.copy()
@@ -187,21 +202,11 @@ def evaluate_chat(
         for obs, question in questions.items():
             follow = conv.copy()
             answer = _ask(chat, follow, base_imgs, question, ANSWER_TOKENS)
-            records.append(
-                {
-                    "image_id": image_id,
-                    "mode": "follow_up",
-                    "phrasing": phrasing,
-                    "observation": obs,
-                    "report_request": report_request,
-                    "report": report,
-                    "question": question,
-                    "answer": answer,
-                    "answer_yes_no": read_yes_no(answer),
-                    "label": int(truth[obs]),
-                    "report_label": int(report_labels.get(obs) == 1),
-                }
+            context = {"report_request": report_request, "report": report}
+            record = _exchange(
+                image_id, "follow_up", phrasing, obs, context, question, answer, truth[obs]
             )
+            records.append({**record, "report_label": int(report_labels.get(obs) == 1)})
     return records
 
 
