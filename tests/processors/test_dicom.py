@@ -9,13 +9,10 @@ import pytest
 import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     MPEG2MPML,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
-    generate_uid,
 )
 
 from xraygpt.processors.blip_processors import Blip2ImageEvalProcessor
@@ -23,6 +20,7 @@ from xraygpt.processors.dicom import (
     DicomError,
     DicomInfo,
     looks_like_dicom,
+    new_dicom,
     read_dicom,
     read_dicom_info,
     window,
@@ -216,14 +214,7 @@ def test_save_downscaled_writes_a_windowed_8_bit_copy(tmp_path):
 
 def _no_pixel_dataset(path, sop_class="1.2.840.10008.5.1.4.1.1.88.11") -> None:
     """A Basic Text SR: a DICOM with no image at all."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_dicom(sop_class)
     ds.Modality = "SR"
     for key, value in FAKE_PATIENT.items():
         setattr(ds, key, value)

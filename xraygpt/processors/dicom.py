@@ -378,6 +378,25 @@ def read_dicom(
     return Image.fromarray(pixels, mode="L"), _info(ds, voi)
 
 
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image - For Presentation
+
+
+def new_dicom(sop_class: str) -> Any:
+    """An empty DICOM of ``sop_class``: file meta (Explicit VR Little Endian), a new instance UID."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def write_dicom(
     path: str | Path,
     pixels: np.ndarray,
@@ -401,22 +420,14 @@ def write_dicom(
     Lossless; JPEG 2000 with pylibjpeg-openjpeg). ``tags`` adds elements by
     keyword. No patient data is written unless ``tags`` holds some.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
     from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     pixels = np.ascontiguousarray(pixels)
     if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16, np.int16):
         raise ValueError(f"need a 2-D uint8/uint16/int16 array, got {pixels.dtype} {pixels.shape}")
-    sop_class = UID("1.2.840.10008.5.1.4.1.1.1.1")  # Digital X-Ray Image - For Presentation
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds = new_dicom(DX_FOR_PRESENTATION)
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     ds.Modality = "DX"
