@@ -62,7 +62,7 @@ if [ -f "$DATA/filter_cap.json" ] && [ -f "$DATA/tokenizer/tokenizer.json" ] \
 else
     step "generating the phantom data set in $DATA"
     t0=$(date +%s)
-    "$PY" -m xraygpt.tools.phantom --out "$DATA" --n 3000 --seed 0
+    "$PY" -m xraygpt.data.phantom.generator --out "$DATA" --n 3000 --seed 0
     timings+=("data $(($(date +%s) - t0)) s")
 fi
 
@@ -93,7 +93,7 @@ run_stage stage3 "$phantom_opt" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2]"
 run_stage stage4 "$tok_opt" "$conv_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3]"
 train_end=$(date +%s)
 step "training curves (loss, lr, throughput)"
-"$PY" -m xraygpt.tools.plot_run "$OUT/xraygpt_tiny_stage1" "$OUT/xraygpt_tiny_stage2" \
+"$PY" -m xraygpt.train.plots "$OUT/xraygpt_tiny_stage1" "$OUT/xraygpt_tiny_stage2" \
     "$OUT/xraygpt_tiny_stage3" "$OUT/xraygpt_tiny_stage4"
 
 # --- 4. evaluation -----------------------------------------------------------------
@@ -105,12 +105,12 @@ timings+=("eval $(($(date +%s) - t0)) s")
 
 step "chat evaluation on the phantom test split (held-out phrasings)"
 t0=$(date +%s)
-"$PY" -m xraygpt.tools.chat_eval --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
+"$PY" -m xraygpt.cli.chat_eval --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
     --options "${data_opts[@]}" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3,$ckpt4]"
 timings+=("chat-eval $(($(date +%s) - t0)) s")
 
 step "summary"
-"$PY" -m xraygpt.tools.tiny_recipe --output "$OUT" --data "$DATA"
+"$PY" -m xraygpt.eval.recipe_summary --output "$OUT" --data "$DATA"
 echo
 echo "wall time: ${timings[*]}; all training stages $((train_end - train_start)) s; everything after the install $(($(date +%s) - start)) s"
 echo "chat with the tiny model: .venv/bin/python demo.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml --device cpu"

@@ -1,47 +1,15 @@
-"""Train XrayGPT: one process, or one per GPU under torchrun.
+"""Train XrayGPT: ``xraygpt train`` as a script, for ``torchrun``.
 
     python train.py --cfg-path train_configs/xraygpt_mimic_pretrain.yaml
     torchrun --nproc-per-node 4 train.py --cfg-path train_configs/xraygpt_mimic_pretrain.yaml
-    torchrun --nnodes 2 --node-rank 0 --master-addr HOST --master-port 29500 \\
-        --nproc-per-node 4 train.py --cfg-path ...           # on each node, its own rank
 
-Continue a killed run with ``--options run.resume=auto`` (newest checkpoint in
-the job's output folder) or ``run.resume_ckpt_path=<file>``.
+See :mod:`xraygpt.cli.train`.
 """
-
-from __future__ import annotations
 
 import sys
 
+from xraygpt.cli.train import main
 from xraygpt.common.errors import run_main
-from xraygpt.common.launch import build_parser
-
-
-def main(argv: list[str] | None = None) -> dict:
-    args = build_parser("Train an XrayGPT stage from a YAML config.").parse_args(argv)
-    # Heavy imports only after parsing, so that --help is instant.
-    import xraygpt.train  # noqa: F401 - registers every component
-    from xraygpt.common import dist
-    from xraygpt.common.launch import load_config, seed_everything, setup_logging
-    from xraygpt.common.registry import registry
-
-    setup_logging()
-    cfg = load_config(args)
-    device = dist.init_distributed(cfg.run_cfg.device)
-    seed_everything(cfg.run_cfg.seed, dist.get_rank())
-    if dist.is_main_process():
-        print(cfg.pretty_print(), flush=True)
-    try:
-        task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
-        datasets = task.build_datasets(cfg)
-        model = task.build_model(cfg)
-        runner = registry.get_runner_class(cfg.run_cfg.runner)(
-            cfg, task, model, datasets, device=device
-        )
-        return runner.train()
-    finally:
-        dist.cleanup()
-
 
 if __name__ == "__main__":
     sys.exit(run_main(main))

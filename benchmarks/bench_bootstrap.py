@@ -25,9 +25,9 @@ from common import report
 
 from xraygpt.common.errors import run_main
 from xraygpt.eval.metrics import bootstrap as boot
-from xraygpt.eval.metrics.labeler import label_report
+from xraygpt.data.labeler import label_report
 from xraygpt.eval.metrics.nlg import tokenize_texts
-from xraygpt.eval.metrics.openi_agreement import read_reports
+from xraygpt.data.openi import read_openi_reports as read_reports
 
 
 def main(argv: list[str] | None = None) -> None:

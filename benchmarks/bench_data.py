@@ -4,7 +4,7 @@
 
 Writes a few grayscale JPEGs of MIMIC-CXR-JPG's size (~2500 x 3000) with
 film-like texture to a temporary folder, the downscaled copies that
-``python -m xraygpt.tools.prepare`` makes (longer side 512), and times
+``xraygpt prepare`` makes (longer side 512), and times
 decode + ``blip2_image_train`` per image, one process, for:
 
 - ``raw full decode``: the raw JPEG decoded at full size (the original's way);

@@ -66,11 +66,11 @@ def make_model() -> Callable[..., Any]:
 @pytest.fixture(scope="session")
 def make_phantom(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """``make_phantom(n, size=64)``: a folder of ``n`` phantoms (``python -m
-    xraygpt.tools.phantom``, seed 0), drawn once per session for each ``(n, size)``.
+    xraygpt.data.phantom.generator``, seed 0), drawn once per session for each ``(n, size)``.
 
     Tests read these folders; one that changes files works on a copy.
     """
-    from xraygpt.tools.phantom import main as make_phantoms
+    from xraygpt.data.phantom.generator import main as make_phantoms
 
     made: dict[tuple[int, int], Path] = {}
 

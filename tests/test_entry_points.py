@@ -98,13 +98,13 @@ def test_validator_reports_a_bad_config_without_a_traceback(bad_cfg):
 @pytest.mark.parametrize(
     ("module", "args", "words"),
     [
-        ("xraygpt.evaluate", ["--predictions", "no/such.jsonl"], ["no/such.jsonl"]),
-        ("xraygpt.tools.shards", ["--storage", "no/such", "--out", "x"], ["no/such"]),
-        ("xraygpt.tools.tiny_recipe", ["--output", "no/such"], ["no/such", "test.py"]),
-        ("xraygpt.tools.summary", ["--cfg-path", "BAD"], ["no_such_key"]),
-        ("xraygpt.eval.metrics.openi_agreement", ["--archive", "no/such.tgz"], ["no/such.tgz"]),
+        ("xraygpt.cli.score", ["--predictions", "no/such.jsonl"], ["no/such.jsonl"]),
+        ("xraygpt.data.shards", ["--storage", "no/such", "--out", "x"], ["no/such"]),
+        ("xraygpt.eval.recipe_summary", ["--output", "no/such"], ["no/such", "test.py"]),
+        ("xraygpt.models.summary", ["--cfg-path", "BAD"], ["no_such_key"]),
+        ("xraygpt.eval.openi_agreement", ["--archive", "no/such.tgz"], ["no/such.tgz"]),
         (
-            "xraygpt.tools.prepare",
+            "xraygpt.data.prepare",
             ["openi", "--reports", "no/such", "--out", "x"],
             ["no/such"],
         ),

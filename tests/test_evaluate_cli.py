@@ -1,4 +1,4 @@
-"""``python -m xraygpt.evaluate``: score a predictions file without a model."""
+"""``xraygpt score``: score a predictions file without a model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from xraygpt.common.config import REPO_ROOT
-from xraygpt.evaluate import main
+from xraygpt.cli.score import main
 
 LINES = [
     {
@@ -70,7 +70,7 @@ def test_bad_file_exits_2_with_the_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_module_entry_point_help() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "xraygpt.evaluate", "--help"],
+        [sys.executable, "-m", "xraygpt.cli.score", "--help"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

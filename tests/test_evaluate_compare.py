@@ -1,4 +1,4 @@
-"""``python -m xraygpt.evaluate``: intervals, ``--compare`` and bad predictions files."""
+"""``xraygpt score``: intervals, ``--compare`` and bad predictions files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.report_text import random_reports
-from xraygpt.evaluate import main
+from xraygpt.cli.score import main
 
 REFS = random_reports(30, 0, most_sentences=3)
 

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from xraygpt.common.config import REPO_ROOT
-from xraygpt.tools.tiny_recipe import summarize
+from xraygpt.eval.recipe_summary import summarize
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from xraygpt.common.constants import PHANTOM_OBSERVATIONS
-from xraygpt.conversation.phantom import (
+from xraygpt.data.phantom.conversations import (
     CANNOT_TELL,
     FINDING_FIELDS,
     QUESTIONS,
@@ -16,7 +16,7 @@ from xraygpt.conversation.phantom import (
     read_yes_no,
 )
 from xraygpt.conversation.templates import IMAGE_MESSAGE
-from xraygpt.tools.phantom import case_record, make_sample
+from xraygpt.data.phantom.generator import case_record, make_sample
 
 CASE = {
     "cardiomegaly": None,

@@ -55,7 +55,7 @@ def test_missing_annotation_file_names_the_path_and_the_prepare_command(tmp_path
         OpenIBuilder({"build_info": {"storage": str(tmp_path / "openi")}}).build_datasets()
     message = str(info.value)
     assert str(tmp_path / "openi" / "filter_cap.json") in message
-    assert "python -m xraygpt.tools.prepare openi --reports NLMCXR_reports.tgz" in message
+    assert "xraygpt prepare openi --reports NLMCXR_reports.tgz" in message
 
 
 def test_missing_image_folder_names_the_path_and_the_prepare_command(tmp_path, make_caption_folder):

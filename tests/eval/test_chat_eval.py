@@ -15,7 +15,7 @@ from xraygpt.eval.chat_eval import (
     write_results,
 )
 from xraygpt.processors.blip_processors import Blip2ImageEvalProcessor
-from xraygpt.tools.phantom import generate
+from xraygpt.data.phantom.generator import generate
 
 
 def test_balanced_accuracy_counts_missing_answers_as_wrong():

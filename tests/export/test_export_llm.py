@@ -1,8 +1,7 @@
-"""``python -m xraygpt.export llm``: a trained LLM (LoRA merged) as a plain transformers folder."""
+"""``xraygpt export llm``: a trained LLM (LoRA merged) as a plain transformers folder."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from xraygpt.cli.export import main as export_main
 from xraygpt.common.config import Config
 from xraygpt.common.registry import registry
 from xraygpt.export import llm as export_llm
@@ -36,9 +36,7 @@ def _one_cpu_thread(one_cpu_thread: None) -> None:
 
 
 def export(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    export_llm.add_arguments(parser)
-    return export_llm.run(parser.parse_args(list(argv)))
+    return export_main(["llm", *argv])
 
 
 def greedy(model, tokenizer, text: str) -> list[int]:

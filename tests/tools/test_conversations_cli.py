@@ -1,4 +1,4 @@
-"""python -m xraygpt.tools.conversations: conversations from reports, the validator's check."""
+"""xraygpt conversations: conversations from reports, the validator's check."""
 
 import json
 from pathlib import Path
@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 
 from xraygpt.data.conversations import load_conversation_file
-from xraygpt.tools.conversations import (
+from xraygpt.data.report_conversations import (
     ANSWERS,
     QUESTIONS,
     REPORT_REQUESTS,
     main,
     report_conversation,
 )
-from xraygpt.tools.validate.checklist import FAIL, PASS, Checklist
+from xraygpt.validate.checklist import FAIL, PASS, Checklist
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +106,7 @@ def test_from_reports_errors(tmp_path, capsys):
 @pytest.fixture
 def checklist_of(tmp_path):
     from xraygpt.data.conversations import ConversationsBuilder
-    from xraygpt.tools.validate.conversation_checks import check_conversation_files
+    from xraygpt.validate.conversation_checks import check_conversation_files
 
     def run(entries, splits=("train",)):
         path = tmp_path / "conv.json"
@@ -145,7 +145,7 @@ def test_validator_passes_a_good_file_and_names_a_bad_entry(checklist_of):
 def test_validate_setup_runs_the_conversation_check(tmp_path):
     """The set-up validator's dataset group reaches conversation files through the builder."""
     from xraygpt.common.config import Config
-    from xraygpt.tools.validate.data_checks import check_datasets
+    from xraygpt.validate.data_checks import check_datasets
 
     path = tmp_path / "conv.json"
     path.write_text("{}", encoding="utf-8")

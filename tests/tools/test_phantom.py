@@ -10,10 +10,10 @@ from xraygpt.common.constants import CHEXPERT_OBSERVATIONS, PHANTOM_OBSERVATIONS
 from xraygpt.common.constants import PHANTOM_FINDINGS as FINDINGS
 from xraygpt.common.registry import registry
 from xraygpt.eval.metrics.clinical import clinical_efficacy
-from xraygpt.eval.metrics.labeler import label_report, to_binary
+from xraygpt.data.labeler import label_report, to_binary
 from xraygpt.processors.blip_processors import BlipCaptionProcessor
-from xraygpt.tools import phantom
-from xraygpt.tools.phantom import (
+from xraygpt.data.phantom import generator as phantom
+from xraygpt.data.phantom.generator import (
     PhantomCase,
     generate,
     make_sample,
@@ -209,5 +209,5 @@ def test_the_phantom_builder_names_the_command_that_makes_the_data(tmp_path):
     builder = registry.get_builder_class("phantom")(
         {"build_info": {"storage": str(tmp_path / "none")}}
     )
-    with pytest.raises(FileNotFoundError, match="python -m xraygpt.tools.phantom"):
+    with pytest.raises(FileNotFoundError, match="xraygpt phantom"):
         builder.build_datasets()

@@ -1,4 +1,4 @@
-"""``python -m xraygpt.tools.plot_run``: a picture from a run folder's log.jsonl."""
+"""``xraygpt plot-run``: a picture from a run folder's log.jsonl."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xraygpt.tools.plot_run import main, read_log
+from xraygpt.train.plots import main, read_log
 
 
 def write_log(folder: Path, steps: list[int]) -> Path:

@@ -12,7 +12,7 @@ from PIL import Image
 
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
 from xraygpt.data.annotations import load_annotations
-from xraygpt.tools.prepare import PrepareError, main, prepare_mimic
+from xraygpt.data.prepare import PrepareError, main, prepare_mimic
 
 
 def _report(findings: str | None, impression: str | None) -> str:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from xraygpt.data.annotations import load_annotations
 from xraygpt.processors.dicom import write_dicom
-from xraygpt.tools.prepare import PrepareError, main, prepare_mimic
+from xraygpt.data.prepare import PrepareError, main, prepare_mimic
 
 FINDINGS = (
     "PA and lateral views of the chest were provided. There is no focal consolidation,\n"

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from xraygpt.data.annotations import load_annotations
-from xraygpt.tools.prepare import PrepareError, main, prepare_openi, seeded_split
+from xraygpt.data.prepare import PrepareError, main, prepare_openi, seeded_split
 
 PAPER_SUMMARIES = 3403
 
@@ -170,7 +170,7 @@ def test_bad_inputs_are_explained(tmp_path, capsys):
         prepare_openi(_real_archive(), tmp_path, tmp_path / "no_images")
     bad = tmp_path / "bad.tgz"
     bad.write_bytes(b"not a tar")
-    with pytest.raises(PrepareError, match="not a readable tar archive"):
+    with pytest.raises(DataError, match="not a readable tar archive"):
         prepare_openi(bad, tmp_path)
     with pytest.raises(PrepareError, match="val_fraction"):
         prepare_openi(_real_archive(), tmp_path, val_fraction=0.6, test_fraction=0.6)

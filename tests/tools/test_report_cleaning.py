@@ -2,7 +2,7 @@
 
 import pytest
 
-from xraygpt.tools.report_cleaning import (
+from xraygpt.data.report_cleaning import (
     CleaningStats,
     clean_sentence,
     filter_reason,

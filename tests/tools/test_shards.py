@@ -9,8 +9,8 @@ import torch
 from xraygpt.data.builders import MimicBuilder, OpenIBuilder
 from xraygpt.data.loaders import build_train_loader
 from xraygpt.data.wds_dataset import ShardCaptionDataset, consumer_shards, expand_shards
-from xraygpt.tools.shards import main as shards_main
-from xraygpt.tools.shards import write_shards
+from xraygpt.data.shards import main as shards_main
+from xraygpt.data.shards import write_shards
 
 
 @pytest.fixture
@@ -133,7 +133,7 @@ def test_missing_shards_and_split_mapping(sharded, tmp_path):
     storage, manifest = sharded
     with pytest.raises(
         FileNotFoundError,
-        match="6 of 10 shards.*train-000004.tar.*python -m xraygpt.tools.shards",
+        match="6 of 10 shards.*train-000004.tar.*xraygpt shards",
     ):
         expand_shards(str(tmp_path / "shards" / "train-{000000..000009}.tar"))
     test_manifest = write_shards(storage, "test", tmp_path / "shards", 5, ".png")

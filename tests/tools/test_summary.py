@@ -10,7 +10,7 @@ import pytest
 from xraygpt.common.config import ConfigError
 from xraygpt.models import llm
 from xraygpt.models.mini_gpt4 import MiniGPT4
-from xraygpt.tools.summary import load_model_config, main
+from xraygpt.models.summary import load_model_config, main
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "xraygpt" / "configs" / "models"
 

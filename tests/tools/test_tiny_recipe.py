@@ -5,7 +5,7 @@ import json
 import pytest
 
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS, PHANTOM_OBSERVATIONS
-from xraygpt.tools.tiny_recipe import format_summary, loss_curve, phantom_scores, summarize
+from xraygpt.eval.recipe_summary import format_summary, loss_curve, phantom_scores, summarize
 
 
 def _system(f1_of, rouge):

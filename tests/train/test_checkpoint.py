@@ -8,12 +8,12 @@ import torch
 
 from tests.train.runner_toys import TRAINABLE_NAMES, ToyModel
 from xraygpt.common.io import load_checkpoint
+from xraygpt.models.checkpoint_fit import load_trainable_state_dict
 from xraygpt.train import checkpoint as ckpt_mod
 from xraygpt.train.checkpoint import (
     LAST_NAME,
     capture_rng_state,
     find_latest_checkpoint,
-    load_trainable_state_dict,
     numbered_checkpoints,
     remove_stale_temp_files,
     restore_rng_state,

@@ -5,12 +5,10 @@ this module maps those names to classes. Registering a name twice, or asking
 for a name nobody registered, is an error that lists what *is* registered.
 
 Components register themselves with a decorator when their module is
-imported, and each package imports its registering modules in its
-``__init__``: importing ``xraygpt.models`` registers the models and vision
-encoders, ``xraygpt.processors.blip_processors`` the processors, ``xraygpt.data`` the dataset
-builders, ``xraygpt.train`` the tasks, runners and LR schedulers (and, through
-its imports, everything below it). The registry itself imports none of them: it
-is the ground floor (``docs/architecture.md``).
+imported; :func:`xraygpt.components.register_components`, which every entry
+point calls, imports each such module (the list is written there, once). The
+registry itself imports none of them: it is the ground floor
+(``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -31,18 +29,6 @@ KINDS = (
     "lr_scheduler",
     "vision_encoder",
 )
-
-
-# Which package registers each kind: named in the error for an empty table.
-PROVIDERS = {
-    "builder": "xraygpt.data",
-    "model": "xraygpt.models",
-    "processor": "xraygpt.processors.blip_processors",
-    "task": "xraygpt.train",
-    "runner": "xraygpt.train",
-    "lr_scheduler": "xraygpt.train",
-    "vision_encoder": "xraygpt.models",
-}
 
 
 class RegistryError(XrayGPTError, KeyError):
@@ -80,8 +66,9 @@ class Registry:
         if name not in table:
             if not table:
                 raise RegistryError(
-                    f"unknown {kind} {name!r}: no {kind} is registered yet; "
-                    f"import {PROVIDERS[kind]} first (the entry points do)"
+                    f"unknown {kind} {name!r}: no {kind} is registered yet; call "
+                    f"xraygpt.components.register_components() first (every xraygpt "
+                    f"command does)"
                 )
             known = ", ".join(sorted(table))
             raise RegistryError(f"unknown {kind} {name!r}; registered {kind} names: {known}")

@@ -162,7 +162,7 @@ def load_conversation_file(path: str | Path) -> tuple[list[ConversationRecord], 
     if not path.is_file():
         raise FileNotFoundError(
             f"conversation file {path} not found (relative paths start at {Path.cwd()}); make "
-            f"one from prepared reports with: python -m xraygpt.tools.conversations "
+            f"one from prepared reports with: xraygpt conversations "
             f"from-reports --annotations <filter_cap.json> --out {path}"
         )
     try:
@@ -501,7 +501,7 @@ class ConversationsBuilder:
     config_class = ConversationsConfig
     DATASET_CONFIG_DICT = {"default": "configs/datasets/conversations/defaults.yaml"}
     PREPARE_COMMAND = (
-        "python -m xraygpt.tools.conversations from-reports --annotations "
+        "xraygpt conversations from-reports --annotations "
         "<filter_cap.json> --out <file.json>"
     )
 

@@ -1,6 +1,6 @@
 """Image-caption samples streamed from WebDataset tar shards.
 
-Shards are written by ``python -m xraygpt.tools.shards``: each sample is an
+Shards are written by ``xraygpt shards``: each sample is an
 image file (``<key>.jpg`` / ``<key>.png``) and ``<key>.json``, the annotation
 entry. Reading uses webdataset's tar iterators; the split of shards among
 ranks and DataLoader workers ("consumers") and the shuffling are done here, as
@@ -48,7 +48,7 @@ def expand_shards(pattern: str | list[str]) -> list[str]:
     if missing:
         raise MissingFileError(
             f"{len(missing)} of {len(urls)} shards of {pattern!r} not found, e.g. {missing[0]}; "
-            f"write them with: python -m xraygpt.tools.shards --storage <dataset folder> "
+            f"write them with: xraygpt shards --storage <dataset folder> "
             f"--split train --out <shard folder>"
         )
     return urls

@@ -2,14 +2,14 @@
 
 For each phantom test image, one question per finding the phantoms can show and
 one "is this normal?" (:data:`xraygpt.common.constants.PHANTOM_OBSERVATIONS`), in
-the held-out phrasings training never saw (``xraygpt.conversation.phantom``),
+the held-out phrasings training never saw (``xraygpt.data.phantom.conversations``),
 greedy, through :class:`xraygpt.conversation.chat.Chat` as the demo uses it:
 
 - (a) ``first``: the question is the conversation's first message, with the image;
 - (b) ``follow_up``: the model first writes a report (a held-out report request),
   then the question follows in the same conversation.
 
-The yes/no rule is :func:`xraygpt.conversation.phantom.read_yes_no` (the first word
+The yes/no rule is :func:`xraygpt.data.phantom.conversations.read_yes_no` (the first word
 is yes or no; anything else is "no yes/no"). Scores, per mode:
 
 - per observation, balanced accuracy against the phantom's label: the mean of
@@ -19,7 +19,7 @@ is yes or no; anything else is "no yes/no"). Scores, per mode:
   baseline (0.5 wherever both classes occur);
 - ``no_yes_no``: the share of answers with no yes/no in them;
 - (b) only, ``consistency``: the share of follow-up answers that agree with the
-  model's own report, as the project's labeler (``xraygpt.eval.metrics.labeler``)
+  model's own report, as the project's labeler (``xraygpt.data.labeler``)
   reads that report (positive = labelled 1; an answer with no yes/no disagrees).
 
 Writes ``chat_metrics.json`` (and every exchange, ``chat_answers.jsonl``) to
@@ -39,13 +39,13 @@ from tqdm import tqdm
 from xraygpt.common.constants import PHANTOM_OBSERVATIONS
 from xraygpt.common.io import atomic_write_json, atomic_write_text
 from xraygpt.conversation.chat import Chat
-from xraygpt.conversation.phantom import (
+from xraygpt.data.labeler import label_report
+from xraygpt.data.phantom.conversations import (
     QUESTIONS,
     case_findings,
     finding_question,
     read_yes_no,
 )
-from xraygpt.eval.metrics.labeler import label_report
 
 MODES = ("first", "follow_up")
 ANSWER_TOKENS = 48  # a yes/no answer with its sentence; a report gets REPORT_TOKENS
@@ -216,7 +216,7 @@ def phantom_cases(storage: str | Path, split: str = "test", limit: int | None = 
     ann_path = storage / "filter_cap.json"
     if not ann_path.is_file():
         raise FileNotFoundError(
-            f"{ann_path} not found: generate the phantoms with python -m xraygpt.tools.phantom"
+            f"{ann_path} not found: generate the phantoms with xraygpt phantom"
         )
     entries = json.loads(ann_path.read_text(encoding="utf-8"))["annotations"]
     cases = []

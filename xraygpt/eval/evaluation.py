@@ -375,7 +375,7 @@ def evaluate_split(
         "generation_seconds": wall,
         "reports_per_second": len(items) / wall if wall > 0 else None,
     }
-    # Predictions first: should scoring fail, python -m xraygpt.evaluate can redo it.
+    # Predictions first: should scoring fail, xraygpt score can redo it.
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions = write_predictions(records, out_dir / "predictions.jsonl")
     metrics = score_records(

@@ -1,4 +1,4 @@
-"""``python -m xraygpt.export hf``: the model as transformers' ``Blip2ForConditionalGeneration``.
+"""``xraygpt export hf``: the model as transformers' ``Blip2ForConditionalGeneration``.
 
 The folder it writes loads with transformers alone::
 
@@ -23,7 +23,6 @@ import path.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -42,10 +41,11 @@ import xraygpt.models.hf_blip2 as hf_blip2
 from xraygpt.common.constants import CLIP_MEAN, CLIP_STD, IMAGE_PLACEHOLDER, STOP_STR
 from xraygpt.common.errors import UsageError
 from xraygpt.common.io import atomic_write_json
+from xraygpt.export import DEFAULT_SHARD_SIZE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SHARD_SIZE = "2GB"
+
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -499,7 +499,7 @@ def export_info(cfg: Any, vocab: int, image_id: int, n_query: int) -> dict[str, 
     assert isinstance(model_section, Mapping)
     return {
         "format": 1,
-        "written_by": "python -m xraygpt.export hf",
+        "written_by": "xraygpt export hf",
         "model": dict(model_section),
         "llm_vocab_size": vocab,
         "image_token_index": image_id,
@@ -510,47 +510,24 @@ def export_info(cfg: Any, vocab: int, image_id: int, n_query: int) -> dict[str, 
     }
 
 
-# ---------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cfg-path", required=True, help="the job's YAML (e.g. an eval config)")
-    parser.add_argument(
-        "--options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values"
-    )
-    parser.add_argument("--out", required=True, help="the folder to write (must not exist)")
-    parser.add_argument(
-        "--max-shard-size",
-        default=DEFAULT_SHARD_SIZE,
-        help=f"largest safetensors shard (default {DEFAULT_SHARD_SIZE})",
-    )
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        help="cast the weights (float32, float16, bfloat16; the Q-Former stays fp32); default: keep",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-
-
-def run(args: argparse.Namespace) -> int:
-    import xraygpt.train  # noqa: F401 - registers every component
+def export_from_config(
+    cfg_path: str | Path,
+    options: list[str],
+    out: str | Path,
+    *,
+    max_shard_size: str | int = DEFAULT_SHARD_SIZE,
+    dtype: str | None = None,
+    overwrite: bool = False,
+) -> ExportReport:
+    """Build the model of a config (with the weights it names) and export it to ``out``."""
     from xraygpt.common.config import Config
-    from xraygpt.common.launch import setup_logging
     from xraygpt.common.registry import registry
 
-    setup_logging()
-    cfg = Config(args.cfg_path, args.options)
+    cfg = Config(cfg_path, options)
     check_exportable(cfg.model_cfg)  # before the (possibly long) build
-    if Path(args.out).exists() and not args.overwrite:
-        raise ExportError(f"--out {args.out} exists; remove it or pass --overwrite")
+    if Path(out).exists() and not overwrite:
+        raise ExportError(f"--out {out} exists; remove it or pass --overwrite")
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg).eval()
-    report = export_model(
-        model,
-        cfg,
-        args.out,
-        max_shard_size=args.max_shard_size,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
+    return export_model(
+        model, cfg, out, max_shard_size=max_shard_size, dtype=dtype, overwrite=overwrite
     )
-    print(json.dumps(asdict(report), indent=2))
-    return 0

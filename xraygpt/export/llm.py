@@ -1,6 +1,6 @@
-"""``python -m xraygpt.export llm``: the trained LLM as a plain transformers folder.
+"""``xraygpt export llm``: the trained LLM as a plain transformers folder.
 
-    python -m xraygpt.export llm --cfg-path <the training config> \\
+    xraygpt export llm --cfg-path <the training config> \\
         --ckpt output/<job>/checkpoint_last.pth --out <folder>
 
 Builds the model of the config (``causal_lm`` or ``mini_gpt4``), loads the
@@ -16,7 +16,6 @@ Adapters trained on 4-bit base weights (QLoRA) are merged into the base in
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -24,65 +23,42 @@ from pathlib import Path
 from typing import Any
 
 from xraygpt.common.errors import CheckpointError, OutputExistsError, UsageError
+from xraygpt.export import DEFAULT_SHARD_SIZE
 
 log = logging.getLogger(__name__)
 
 EXPORT_INFO = "xraygpt_export.json"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--cfg-path", required=True, help="the YAML config the checkpoint was trained with"
-    )
-    parser.add_argument(
-        "--ckpt",
-        required=True,
-        help="a training checkpoint: checkpoint_<step>.pth / checkpoint_last.pth, or an FSDP "
-        "checkpoint_<step>/ folder",
-    )
-    parser.add_argument("--out", required=True, help="the folder to write (must not exist)")
-    parser.add_argument(
-        "--dtype",
-        default=None,
-        help="dtype of the written weights (float16, bfloat16, float32); default: the model's",
-    )
-    parser.add_argument(
-        "--max-shard-size", default="2GB", help="largest safetensors shard (default 2GB)"
-    )
-    parser.add_argument(
-        "--options",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, as for train.py",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Export; returns the process exit code (0 on success)."""
-    out = Path(args.out)
+def export_llm(
+    cfg_path: str | Path,
+    ckpt: str | Path,
+    out: str | Path,
+    *,
+    options: list[str] | None = None,
+    dtype: str | None = None,
+    max_shard_size: str = DEFAULT_SHARD_SIZE,
+) -> dict[str, Any]:
+    """Write the trained LLM of a checkpoint to ``out``; its provenance (``xraygpt_export.json``)."""
+    out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise OutputExistsError(f"--out {out} exists and is not empty: name a new folder")
-    llm, tokenizer, info = load_trained_llm(
-        args.cfg_path, args.ckpt, list(args.options or []), args.dtype
-    )
-    write_folder(llm, tokenizer, out, str(args.max_shard_size), info)
-    print(f"wrote {out} ({info['parameters'] / 1e6:.2f} M parameters, {info['dtype']})")
-    return 0
+    llm, tokenizer, info = load_trained_llm(cfg_path, ckpt, list(options or []), dtype)
+    write_folder(llm, tokenizer, out, str(max_shard_size), info)
+    return info
 
 
 def load_trained_llm(
     cfg_path: str | Path, ckpt: str | Path, options: list[str], dtype: str | None = None
 ) -> tuple[Any, Any, dict[str, Any]]:
     """(the merged ``LlamaForCausalLM``, its tokenizer, provenance) of a training checkpoint."""
-    import xraygpt.train  # noqa: F401 - registers every component
     import xraygpt.train.fsdp as fsdp
     from xraygpt.common.config import Config
     from xraygpt.common.io import load_checkpoint
     from xraygpt.common.registry import registry
+    from xraygpt.models.checkpoint_fit import load_trainable_state_dict
     from xraygpt.models.llm import parse_dtype
     from xraygpt.models.lora import is_lora_model, merged_copy
-    from xraygpt.train.checkpoint import load_trainable_state_dict
 
     cfg = Config(str(cfg_path), options)
     model_cfg = cfg.model_cfg

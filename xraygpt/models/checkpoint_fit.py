@@ -1,17 +1,25 @@
-"""What a checkpoint fits: pure functions over key names and shapes.
+"""What a checkpoint fits: pure functions over key names and shapes, and the strict copy
+of a checkpoint into a model's trainable parameters that applies them
+(:func:`load_trainable_state_dict`, used by training's resume, the held-out loss and
+the LLM export).
 
 The model applies the result when it loads weights (:mod:`xraygpt.models.mini_gpt4`
 raises on a misfit) and the set-up validator prints it without loading anything
-(``xraygpt.tools.validate.weight_checks``): one implementation, two readers.
+(``xraygpt.validate.weight_checks``): one implementation, two readers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xraygpt.models.convert as convert
+from xraygpt.common.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -103,3 +111,31 @@ def model_ckpt_keys(state: Mapping[str, Any]) -> dict[str, Any]:
         if new is not None:
             mapped[new] = value
     return mapped
+
+
+def load_trainable_state_dict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str
+) -> None:
+    """Copy a checkpoint's ``model`` entry into the trainable parameters, strictly.
+
+    The checkpoint must hold exactly the trainable parameters, with their
+    shapes; any difference raises an error naming ``source`` and the keys.
+    """
+    import torch
+
+    params = dict(model.named_parameters())
+    trainable = {name: tuple(p.shape) for name, p in params.items() if p.requires_grad}
+    fit = fit_state(shapes_of(state), trainable)
+    if fit.missing or fit.unexpected:
+        raise CheckpointError(
+            f"{source}: its 'model' entry does not match the trainable parameters of the "
+            f"model; missing: {list(fit.missing) or 'none'}; not trainable here: "
+            f"{list(fit.unexpected) or 'none'}. "
+            f"Was it written with other freeze_* settings or another model?"
+        )
+    if fit.mismatched:
+        bad = [f"{name} {got} vs {want}" for name, got, want in fit.mismatched]
+        raise CheckpointError(f"{source}: shape mismatch (checkpoint vs model): {'; '.join(bad)}")
+    with torch.no_grad():
+        for name in trainable:
+            params[name].copy_(state[name])

@@ -14,7 +14,6 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-import xraygpt.processors.blip_processors  # noqa: F401 - registers the processors used below
 from xraygpt.common.registry import registry
 
 

@@ -319,7 +319,7 @@ def vision_config_dict(encoder: nn.Module, image_size: int) -> dict[str, Any]:
 
 
 def is_exported_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder written by ``python -m xraygpt.export hf``."""
+    """Whether ``path`` is a folder written by ``xraygpt export hf``."""
     return path.is_dir() and (path / EXPORT_INFO).is_file() and (path / CONFIG_FILE).is_file()
 
 

@@ -118,7 +118,7 @@ class MiniGPT4Config:
     max_txt_len: int = 32
     end_sym: str = "\n"
     # checkpoints in the MiniGPT-4 format, loaded in order: a path or a list of paths; a
-    # folder written by ``python -m xraygpt.export hf`` counts as a checkpoint of every weight
+    # folder written by ``xraygpt export hf`` counts as a checkpoint of every weight
     ckpt: Any = ""
 
 
@@ -447,7 +447,7 @@ class MiniGPT4(nn.Module):
             got.update(Qformer=str(path), query_tokens=str(path), ln_vision=str(path))
         for item in _ckpt_paths(cfg.ckpt):
             path = resolve_path(item)
-            if path is not None and path.is_dir():  # a folder of python -m xraygpt.export hf
+            if path is not None and path.is_dir():  # a folder of xraygpt export hf
                 modules = self.load_hf_folder(path)
             else:
                 path = require_path(item, "ckpt")
@@ -549,7 +549,7 @@ class MiniGPT4(nn.Module):
         return list(loaded)
 
     def load_hf_folder(self, folder: Path) -> list[str]:
-        """A folder written by ``python -m xraygpt.export hf`` (transformers' BLIP-2 layout).
+        """A folder written by ``xraygpt export hf`` (transformers' BLIP-2 layout).
 
         It holds the whole model, so every tensor of this model must be there
         (the names mapped back by :mod:`xraygpt.models.hf_blip2`); shapes must fit.
@@ -557,7 +557,7 @@ class MiniGPT4(nn.Module):
         if not hf_blip2.is_exported_folder(folder):
             raise MissingFileError(
                 f"model.ckpt: {folder} is a folder but not one written by "
-                f"'python -m xraygpt.export hf' (no {hf_blip2.EXPORT_INFO} and "
+                f"'xraygpt export hf' (no {hf_blip2.EXPORT_INFO} and "
                 f"{hf_blip2.CONFIG_FILE}); give a checkpoint file or an exported folder"
             )
         if hasattr(self.llama_model, "peft_config"):

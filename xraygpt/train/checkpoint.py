@@ -32,9 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xraygpt.common.errors import CheckpointError
 from xraygpt.common.io import atomic_torch_save
-from xraygpt.models.checkpoint_fit import fit_state, shapes_of
 
 log = logging.getLogger(__name__)
 
@@ -49,32 +47,6 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
         for name, param in model.named_parameters()
         if param.requires_grad
     }
-
-
-def load_trainable_state_dict(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str
-) -> None:
-    """Copy a checkpoint's ``model`` entry into the trainable parameters, strictly.
-
-    The checkpoint must hold exactly the trainable parameters, with their
-    shapes; any difference raises an error naming ``source`` and the keys.
-    """
-    params = dict(model.named_parameters())
-    trainable = {name: tuple(p.shape) for name, p in params.items() if p.requires_grad}
-    fit = fit_state(shapes_of(state), trainable)
-    if fit.missing or fit.unexpected:
-        raise CheckpointError(
-            f"{source}: its 'model' entry does not match the trainable parameters of the "
-            f"model; missing: {list(fit.missing) or 'none'}; not trainable here: "
-            f"{list(fit.unexpected) or 'none'}. "
-            f"Was it written with other freeze_* settings or another model?"
-        )
-    if fit.mismatched:
-        bad = [f"{name} {got} vs {want}" for name, got, want in fit.mismatched]
-        raise CheckpointError(f"{source}: shape mismatch (checkpoint vs model): {'; '.join(bad)}")
-    with torch.no_grad():
-        for name in trainable:
-            params[name].copy_(state[name])
 
 
 def capture_rng_state() -> dict[str, Any]:

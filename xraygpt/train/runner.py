@@ -43,10 +43,10 @@ from xraygpt.common.errors import CheckpointError, OutputExistsError, XrayGPTErr
 from xraygpt.common.io import atomic_write_text, load_checkpoint
 from xraygpt.common.launch import seed_everything
 from xraygpt.common.registry import registry
+from xraygpt.models.checkpoint_fit import load_trainable_state_dict
 from xraygpt.train.checkpoint import (
     capture_rng_state,
     find_latest_checkpoint,
-    load_trainable_state_dict,
     remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,

@@ -16,7 +16,8 @@ from xraygpt.apps.demo.app import (
     ChatSession,
     build_demo,
 )
-from xraygpt.apps.demo.cli import add_demo_arguments, resolve_device
+from xraygpt.apps.demo.options import resolve_device
+from xraygpt.cli.demo import add_demo_arguments
 from xraygpt.common.config import REPO_ROOT
 from xraygpt.common.launch import build_parser
 

@@ -13,7 +13,7 @@ from xraygpt.eval.metrics.ce_variants import (
     variant_key,
 )
 from xraygpt.eval.metrics.clinical import clinical_efficacy
-from xraygpt.eval.metrics.labeler import to_binary
+from xraygpt.data.labeler import to_binary
 
 
 def labels(**values: int) -> dict[str, int | None]:

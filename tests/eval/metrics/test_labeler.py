@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS, PHANTOM_OBSERVATIONS
-from xraygpt.eval.metrics.labeler import (
+from xraygpt.data.labeler import (
     NEGATIVE,
     POSITIVE,
     UNCERTAIN,
@@ -159,8 +159,8 @@ def test_bad_input() -> None:
 
 
 def test_phantom_reports_are_labelled_as_drawn() -> None:
-    """The phantom data set's reports (xraygpt.tools.phantom) against their labels."""
-    phantom = pytest.importorskip("xraygpt.tools.phantom")
+    """The phantom data set's reports (xraygpt.data.phantom.generator) against their labels."""
+    phantom = pytest.importorskip("xraygpt.data.phantom.generator")
     observations = PHANTOM_OBSERVATIONS
     tp = dict.fromkeys(observations, 0)
     fp = dict.fromkeys(observations, 0)

@@ -86,7 +86,7 @@ def test_java_ptb_tokenizer_matches_the_python_one() -> None:
 
 @needs_java
 def test_java_ptb_on_real_reports_agrees_with_python_tokens() -> None:
-    from xraygpt.eval.metrics.openi_agreement import read_reports
+    from xraygpt.data.openi import read_openi_reports as read_reports
 
     texts = [r.text for r in read_reports()[:300] if r.text]
     java = ptb_tokenize(texts)

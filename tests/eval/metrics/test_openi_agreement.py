@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from xraygpt.eval.metrics.openi_agreement import (
+from xraygpt.cli.openi_agreement import main
+from xraygpt.data.openi import OpenIReport, find_archive
+from xraygpt.data.openi import read_openi_reports as read_reports
+from xraygpt.eval.openi_agreement import (
     CORE_OBSERVATIONS,
-    OpenIReport,
     agreement,
-    find_archive,
     format_table,
-    main,
     mesh_observations,
-    read_reports,
     usable,
 )
 

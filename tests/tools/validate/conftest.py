@@ -18,7 +18,7 @@ from tests.tools.validate.helpers import (
 )
 from xraygpt.models.convert import blip2_checkpoint_from_model
 from xraygpt.models.mini_gpt4 import MiniGPT4
-from xraygpt.tools.validate.checklist import Checklist
+from xraygpt.validate.checklist import Checklist
 
 # --------------------------------------------------------------------------- fixtures
 

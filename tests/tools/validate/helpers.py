@@ -11,8 +11,8 @@ import yaml
 from safetensors.torch import save_file
 
 from xraygpt.models.llm import LLAMA_PRESETS, TINY_TOKENIZER_DIR
-from xraygpt.tools.validate import validate_setup
-from xraygpt.tools.validate.checklist import FAIL, Checklist
+from xraygpt.validate import validate_setup
+from xraygpt.validate.checklist import FAIL, Checklist
 
 # The released LLaMA-1 7B / 13B (Vicuna v1) config.json files: the library's presets hold
 # their architecture (tests/models/test_model_summary.py pins the 7B's parameter count).

@@ -7,7 +7,7 @@ from tests.tools.validate.helpers import (
     check,
     run,
 )
-from xraygpt.tools.validate.checklist import PASS, SKIP
+from xraygpt.validate.checklist import PASS, SKIP
 
 
 def test_registry_typos_are_all_reported_with_suggestions(tiny_job):

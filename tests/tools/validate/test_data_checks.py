@@ -9,7 +9,7 @@ from tests.tools.validate.helpers import (
     check,
     run,
 )
-from xraygpt.tools.validate.checklist import PASS, SKIP
+from xraygpt.validate.checklist import PASS, SKIP
 
 # --------------------------------------------------------------------------- the failures
 
@@ -19,7 +19,7 @@ def test_missing_dataset_folder(tiny_job, tmp_path):
     result = run(tiny_job, f"datasets.phantom.build_info.storage={missing}")
     item = assert_fails(result, "phantom: storage", str(missing))
     assert "datasets.phantom.build_info.storage" in item.fix
-    assert "python -m xraygpt.tools.phantom --out dataset/phantom" in item.fix
+    assert "xraygpt phantom --out dataset/phantom" in item.fix
     assert check(result, "phantom: annotations").status == SKIP
 
 

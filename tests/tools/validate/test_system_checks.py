@@ -13,9 +13,9 @@ from tests.tools.validate.helpers import (
     run,
 )
 from xraygpt.common.config import REPO_ROOT
-from xraygpt.tools.validate import system_checks
-from xraygpt.tools.validate.checklist import PASS, WARN, Checklist
-from xraygpt.tools.validate.system_checks import MemoryEstimate, check_hardware, check_software
+from xraygpt.validate import system_checks
+from xraygpt.validate.checklist import PASS, WARN, Checklist
+from xraygpt.validate.system_checks import MemoryEstimate, check_hardware, check_software
 
 
 def test_gpu_memory_and_count_against_the_estimate(full, fake_gpus, monkeypatch):

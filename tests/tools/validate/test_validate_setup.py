@@ -19,8 +19,8 @@ from tests.tools.validate.helpers import (
     run,
 )
 from xraygpt.common.config import REPO_ROOT
-from xraygpt.tools.validate import system_checks
-from xraygpt.tools.validate.checklist import FAIL, PASS, SKIP, WARN
+from xraygpt.validate import system_checks
+from xraygpt.validate.checklist import FAIL, PASS, SKIP, WARN
 
 # --------------------------------------------------------------------------- clean set-ups
 

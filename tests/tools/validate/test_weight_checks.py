@@ -21,8 +21,8 @@ from tests.tools.validate.helpers import (
     write_llm_folder,
 )
 from xraygpt.models.llm import TINY_TOKENIZER_DIR
-from xraygpt.tools.validate.checklist import PASS, SKIP, WARN, Checklist
-from xraygpt.tools.validate.weight_checks import check_llm_folder, read_safetensors_header
+from xraygpt.validate.checklist import PASS, SKIP, WARN, Checklist
+from xraygpt.validate.weight_checks import check_llm_folder, read_safetensors_header
 
 
 def test_missing_tokenizer(full, tmp_path):

@@ -6,7 +6,7 @@ import torch
 from xraygpt.common.constants import IGNORE_INDEX
 from xraygpt.common.registry import registry
 from xraygpt.conversation.templates import IMAGE_MESSAGE, get_conv_template
-from xraygpt.tools.phantom import generate
+from xraygpt.data.phantom.generator import generate
 from xraygpt.train.tasks.image_conversation import conversation_loss, encode_chat
 
 TURNS = [

@@ -12,7 +12,7 @@ from xraygpt.common.constants import PHANTOM_FINDINGS as FINDINGS
 from xraygpt.common.registry import registry
 from xraygpt.data.caption_dataset import collate
 from xraygpt.models.cnn_encoder import ParamBatchNorm2d, TinyCNN
-from xraygpt.tools.phantom import generate
+from xraygpt.data.phantom.generator import generate
 from xraygpt.train.checkpoint import trainable_state_dict
 from xraygpt.train.tasks.encoder_pretrain import classification_scores
 from xraygpt.train.tasks.text_pretrain import (

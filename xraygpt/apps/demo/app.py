@@ -31,7 +31,6 @@ from typing import Any
 import gradio as gr
 import torch
 
-from xraygpt.apps.demo.cli import DEFAULT_MAX_NEW_TOKENS, MIB, resolve_device
 from xraygpt.apps.demo.examples import EXAMPLE_QUESTIONS, write_example_xrays
 from xraygpt.apps.demo.images import (
     DEFAULT_MAX_BYTES,
@@ -40,6 +39,7 @@ from xraygpt.apps.demo.images import (
     file_digest,
     read_upload,
 )
+from xraygpt.apps.demo.options import DEFAULT_MAX_NEW_TOKENS, MIB, resolve_device
 from xraygpt.common.errors import UsageError
 from xraygpt.processors.dicom import DICOM_SUFFIXES, looks_like_dicom
 
@@ -644,7 +644,6 @@ def build_chat(cfg: Any, device: Any) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     """Load the model of ``args.cfg_path`` and serve the demo until interrupted."""
-    import xraygpt.train  # noqa: F401 - registers every component
     from xraygpt.common.config import Config
     from xraygpt.common.errors import XrayGPTError, debug_requested
     from xraygpt.common.launch import seed_everything, setup_logging

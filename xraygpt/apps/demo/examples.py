@@ -1,7 +1,7 @@
 """Example X-rays for the demo: phantom radiographs drawn when the app starts.
 
 No real patient image may ship with the code, and binary assets go stale; the
-phantoms of :mod:`xraygpt.tools.phantom` are synthetic, deterministic and
+phantoms of :mod:`xraygpt.data.phantom.generator` are synthetic, deterministic and
 take a fraction of a second to draw.
 """
 
@@ -40,7 +40,7 @@ def write_example_xrays(
     """
     from PIL import Image
 
-    from xraygpt.tools.phantom import render_image, sample_case
+    from xraygpt.data.phantom.generator import render_image, sample_case
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

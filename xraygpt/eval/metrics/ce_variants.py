@@ -23,7 +23,7 @@ that used the same one. A variant is three choices:
 Keys read ``<label set>_<uncertain>_<average>``, e.g. ``ce14_uncertain0_micro``
 (equal to ``clinical.micro.f1``) and ``ce14_uncertain0_macro_all`` (equal to
 ``clinical.macro.f1``). Every precision/recall/F1 with an empty denominator
-is 0. The functions take label dicts as :func:`xraygpt.eval.metrics.labeler.label_report`
+is 0. The functions take label dicts as :func:`xraygpt.data.labeler.label_report`
 returns them (1, 0, -1 or ``None`` per observation) and work on per-report
 count arrays, which :mod:`xraygpt.eval.metrics.bootstrap` resamples.
 """

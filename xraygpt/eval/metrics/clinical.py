@@ -1,11 +1,11 @@
 """Clinical efficacy: do the generated reports state the same findings as the references?
 
 Both reports of a pair are labelled with the project's rule-based labeler
-(:mod:`xraygpt.eval.metrics.labeler`) over the 14 CheXpert observations and
+(:mod:`xraygpt.data.labeler`) over the 14 CheXpert observations and
 binarised (positive = 1; negative, uncertain and blank = 0). The reference
 labels are the truth. Per observation: precision, recall, F1 over reports;
 micro: the counts pooled over the 14 observations; macro: the mean of the 14
-per-observation scores. :data:`xraygpt.eval.metrics.labeler.BINARY_DEFINITION`
+per-observation scores. :data:`xraygpt.data.labeler.BINARY_DEFINITION`
 says the same in words and goes into ``metrics.json``.
 """
 
@@ -32,7 +32,7 @@ def clinical_efficacy(
     """Micro, macro and per-observation precision/recall/F1 of binary label dicts.
 
     ``predicted[i]`` and ``reference[i]`` map each observation to 0 or 1 (see
-    :func:`xraygpt.eval.metrics.labeler.to_binary`).
+    :func:`xraygpt.data.labeler.to_binary`).
     """
     if len(predicted) != len(reference):
         raise ValueError(

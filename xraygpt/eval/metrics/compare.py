@@ -1,6 +1,6 @@
 """Paired comparison of two systems over the images both predictions files hold.
 
-``python -m xraygpt.evaluate --predictions A.jsonl --compare B.jsonl`` scores
+``xraygpt score --predictions A.jsonl --compare B.jsonl`` scores
 A and B against the same references with the same bootstrap resamples
 (:func:`xraygpt.eval.metrics.bootstrap.paired_comparison`) and gives, per
 metric, A - B, its 95 % interval and a two-sided p-value. ``--compare
@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from xraygpt.data.labeler import label_report
 from xraygpt.eval.metrics import bootstrap as boot
 from xraygpt.eval.metrics.ce_variants import HEADLINE
-from xraygpt.eval.metrics.labeler import label_report
 from xraygpt.eval.metrics.nlg import tokenize_texts
 from xraygpt.eval.metrics.scoring import PredictionsError
 

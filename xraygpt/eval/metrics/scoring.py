@@ -42,9 +42,9 @@ from typing import Any
 import xraygpt.eval.metrics.bootstrap as boot
 from xraygpt.common.errors import DataError, MissingFileError
 from xraygpt.common.io import atomic_write_text
+from xraygpt.data.labeler import BINARY_DEFINITION, label_report, to_binary
 from xraygpt.eval.metrics.ce_variants import HEADLINE, clinical_variants, variant_definitions
 from xraygpt.eval.metrics.clinical import clinical_efficacy
-from xraygpt.eval.metrics.labeler import BINARY_DEFINITION, label_report, to_binary
 from xraygpt.eval.metrics.nlg import (
     METRIC_ORDER,
     MeteorScorer,

@@ -18,33 +18,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from xraygpt.common.config import ConfigError
-from xraygpt.common.constants import IGNORE_INDEX
 from xraygpt.common.registry import registry
-from xraygpt.data.caption_dataset import collate
-from xraygpt.data.conversations import ConversationCorpus, collate_tokens
+from xraygpt.data.answer_loss import sft_batch, unwrap
+from xraygpt.data.conversations import ConversationCorpus
 from xraygpt.train.tasks.base_task import BaseTask
 
 log = logging.getLogger(__name__)
-
-
-def sft_batch(samples: dict[str, Any], pad_id: int) -> dict[str, torch.Tensor]:
-    """The padded tensors of a collated batch of :class:`ConversationSFTDataset` items."""
-    missing = [k for k in ("input_ids", "labels", "position_ids") if k not in samples]
-    if missing:
-        raise ConfigError(
-            f"run.task conversation_sft got batches without {missing}: its datasets must be "
-            f"conversation files (datasets.conversations)"
-        )
-    return collate_tokens(samples["input_ids"], samples["labels"], samples["position_ids"], pad_id)
-
-
-def _inner(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)  # DDP / FSDP wrappers keep the model in .module
 
 
 @registry.register_task("conversation_sft")
@@ -89,7 +71,7 @@ class ConversationSFTTask(BaseTask):
         return datasets
 
     def train_step(self, model: nn.Module, samples: dict) -> dict[str, Any]:
-        batch = sft_batch(samples, _inner(model).llama_tokenizer.pad_token_id)
+        batch = sft_batch(samples, unwrap(model).llama_tokenizer.pad_token_id)
         self._count(samples)
         out = model(batch)
         return {"loss": out["loss"]}
@@ -108,25 +90,3 @@ class ConversationSFTTask(BaseTask):
                 self.cfg.run_cfg.iters_per_epoch,
             )
             self._rows = self._truncated = 0
-
-
-@torch.no_grad()
-def evaluate_answer_loss(model: nn.Module, dataset: Dataset, *, batch_size: int = 16) -> float:
-    """Token-weighted mean cross-entropy (nats / token) over the assistant tokens of ``dataset``."""
-    inner = _inner(model)
-    was_training = inner.training
-    inner.eval()
-    total, tokens = 0.0, 0
-    try:
-        for samples in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
-            batch = {
-                k: v.to(inner.device)
-                for k, v in sft_batch(samples, inner.llama_tokenizer.pad_token_id).items()
-            }
-            # The loss is the mean over answer tokens, whose count HF takes after the shift.
-            n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-            total += float(inner(batch)["loss"]) * n
-            tokens += n
-    finally:
-        inner.train(was_training)
-    return total / tokens

@@ -1,0 +1,153 @@
+"""Score an existing predictions file, with no model: the same scorer for any system.
+
+    xraygpt score --predictions output/xraygpt_eval/predictions.jsonl
+    xraygpt score --predictions mine.jsonl --out results/mine --no-meteor
+    xraygpt score --predictions A.jsonl --compare B.jsonl
+    xraygpt score --predictions A.jsonl --compare baseline:most_frequent
+
+The file is JSON lines with at least ``image_id``, ``generated`` and
+``reference`` per line (optional ``baselines``: ``{name: report}``), as
+``test.py`` writes it (see :mod:`xraygpt.eval.metrics.scoring`). Writes
+``<out>/metrics.json`` and ``<out>/metrics.png`` (default: next to the predictions file) with 95 %
+bootstrap intervals (``--bootstrap N`` resamples, 0 = none) and prints the
+table. ``--compare`` scores the difference A - B of two systems over the
+images both files hold (paired bootstrap: interval and two-sided p-value) and
+writes ``<out>/compare.json`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xraygpt score",
+        description="Score a predictions file (JSON lines: image_id, generated, reference).",
+    )
+    parser.add_argument("--predictions", required=True, help="the predictions .jsonl file")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for metrics.json (default: the predictions file's folder)",
+    )
+    parser.add_argument(
+        "--no-meteor",
+        action="store_true",
+        help="skip METEOR (its Java process takes up to a minute to start)",
+    )
+    parser.add_argument(
+        "--no-java",
+        action="store_true",
+        help="use the pure-Python tokenizer instead of the Java PTB tokenizer (METEOR is then skipped)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="bootstrap resamples for the 95%% intervals (default 1000; 0 = no intervals)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also print every clinical-efficacy variant (all are in metrics.json)",
+    )
+    parser.add_argument(
+        "--compare",
+        default=None,
+        metavar="B.jsonl",
+        help="compare --predictions (A) with this predictions file (B), or with a baseline "
+        "stored in A: baseline:most_frequent",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from xraygpt.common.io import atomic_write_json
+    from xraygpt.eval.metrics.scoring import (
+        PredictionsError,
+        format_table,
+        read_predictions,
+        score_records,
+    )
+
+    path = Path(args.predictions)
+    out_dir = Path(args.out) if args.out else path.parent
+    if args.bootstrap < 0:
+        print(f"error: --bootstrap {args.bootstrap}: must be >= 0 (0 = off)", file=sys.stderr)
+        return 2
+    try:
+        records = read_predictions(path)
+        if args.compare:
+            return _compare(args, path, records, out_dir)
+    except (FileNotFoundError, PredictionsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    metrics = score_records(
+        records,
+        meteor=not (args.no_meteor or args.no_java),
+        use_java=False if args.no_java else None,
+        run_info={"predictions": str(path)},
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    if args.no_java:
+        metrics["skipped"]["METEOR"] = "needs Java, which --no-java turned off"
+    out = out_dir / "metrics.json"
+    atomic_write_json(metrics, out)
+    from xraygpt.eval.plots import plot_metrics
+
+    picture = plot_metrics(metrics, out_dir / "metrics.png")
+    print(format_table(metrics))
+    if args.variants:
+        from xraygpt.eval.metrics.scoring import format_variant_table
+
+        print(format_variant_table(metrics))
+    print(f"metrics written to {out}, the per-observation picture to {picture}")
+    return 0
+
+
+def _compare(args: argparse.Namespace, path: Path, records: list, out_dir: Path) -> int:
+    from xraygpt.common.io import atomic_write_json
+    from xraygpt.eval.metrics.compare import (
+        BASELINE_PREFIX,
+        baseline_records,
+        compare_records,
+        format_comparison,
+    )
+    from xraygpt.eval.metrics.scoring import read_predictions
+
+    if args.bootstrap < 1:
+        print("error: --compare needs --bootstrap >= 1 resamples", file=sys.stderr)
+        return 2
+    if args.compare.startswith(BASELINE_PREFIX):
+        name = args.compare[len(BASELINE_PREFIX) :]
+        other, b_name = baseline_records(records, name, str(path)), f"{path} baseline {name}"
+    else:
+        other, b_name = read_predictions(args.compare), str(args.compare)
+    result = compare_records(
+        records,
+        other,
+        a_name=str(path),
+        b_name=b_name,
+        resamples=args.bootstrap,
+        seed=args.seed,
+        use_java=False if args.no_java else None,
+    )
+    out = out_dir / "compare.json"
+    atomic_write_json(result, out)
+    print(format_comparison(result))
+    print(f"comparison written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    from xraygpt.common.errors import run_main
+
+    sys.exit(run_main(main))
