@@ -12,7 +12,7 @@
 #    image-grounded conversations (stage4); a finished stage is skipped, a killed one
 #    resumes;
 #    Each stage's training curves go to <stage folder>/training_curves.png;
-# 4. evaluates on the phantom test split with test.py (metrics with 95 % bootstrap
+# 4. evaluates on the phantom test split with xraygpt evaluate (test.py; metrics with 95 % bootstrap
 #    intervals and the baseline row; metrics.png beside metrics.json), then prints
 #    the per-finding table and the alignment loss against the text-only floor; then
 #    the chat evaluation (yes/no questions through the demo's Chat, first and as a
@@ -28,6 +28,7 @@ cd "$(dirname "$0")"
 OUT=${XRAYGPT_OUTPUT:-output}
 DATA=${XRAYGPT_PHANTOM:-dataset/phantom}
 PY=.venv/bin/python
+XG=.venv/bin/xraygpt  # the project's command (pip install -e ., in requirements.txt)
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -62,7 +63,7 @@ if [ -f "$DATA/filter_cap.json" ] && [ -f "$DATA/tokenizer/tokenizer.json" ] \
 else
     step "generating the phantom data set in $DATA"
     t0=$(date +%s)
-    "$PY" -m xraygpt.data.phantom.generator --out "$DATA" --n 3000 --seed 0
+    "$XG" phantom --out "$DATA" --n 3000 --seed 0
     timings+=("data $(($(date +%s) - t0)) s")
 fi
 
@@ -83,7 +84,7 @@ run_stage() {  # name, extra options...
     step "training $name"
     local t0
     t0=$(date +%s)
-    "$PY" train.py --cfg-path "train_configs/xraygpt_tiny_$name.yaml" \
+    "$XG" train --cfg-path "train_configs/xraygpt_tiny_$name.yaml" \
         --options "run.output_dir=$OUT" run.resume=auto "$@"
     timings+=("$name $(($(date +%s) - t0)) s")
 }
@@ -93,24 +94,24 @@ run_stage stage3 "$phantom_opt" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2]"
 run_stage stage4 "$tok_opt" "$conv_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3]"
 train_end=$(date +%s)
 step "training curves (loss, lr, throughput)"
-"$PY" -m xraygpt.train.plots "$OUT/xraygpt_tiny_stage1" "$OUT/xraygpt_tiny_stage2" \
+"$XG" plot-run "$OUT/xraygpt_tiny_stage1" "$OUT/xraygpt_tiny_stage2" \
     "$OUT/xraygpt_tiny_stage3" "$OUT/xraygpt_tiny_stage4"
 
 # --- 4. evaluation -----------------------------------------------------------------
 step "evaluating on the phantom test split"
 t0=$(date +%s)
-"$PY" test.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
+"$XG" evaluate --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
     --options "${data_opts[@]}" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3,$ckpt4]"
 timings+=("eval $(($(date +%s) - t0)) s")
 
 step "chat evaluation on the phantom test split (held-out phrasings)"
 t0=$(date +%s)
-"$PY" -m xraygpt.cli.chat_eval --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
+"$XG" chat-eval --cfg-path eval_configs/xraygpt_tiny_eval.yaml \
     --options "${data_opts[@]}" "$tok_opt" "model.ckpt=[$ckpt1,$ckpt2,$ckpt3,$ckpt4]"
 timings+=("chat-eval $(($(date +%s) - t0)) s")
 
 step "summary"
-"$PY" -m xraygpt.eval.recipe_summary --output "$OUT" --data "$DATA"
+"$XG" recipe-summary --output "$OUT" --data "$DATA"
 echo
 echo "wall time: ${timings[*]}; all training stages $((train_end - train_start)) s; everything after the install $(($(date +%s) - start)) s"
-echo "chat with the tiny model: .venv/bin/python demo.py --cfg-path eval_configs/xraygpt_tiny_eval.yaml --device cpu"
+echo "chat with the tiny model: .venv/bin/xraygpt demo --cfg-path eval_configs/xraygpt_tiny_eval.yaml --device cpu"

@@ -133,7 +133,7 @@ if [[ $PHANTOM -eq 1 ]]; then
     say "phantom data exists in dataset/phantom (delete the folder to redraw it)"
   else
     say "drawing $PHANTOM_N phantom radiographs into dataset/phantom"
-    "$PY" -m xraygpt.data.phantom.generator --out dataset/phantom --n "$PHANTOM_N" \
+    "$PY" -m xraygpt phantom --out dataset/phantom --n "$PHANTOM_N" \
       || die "phantom generation failed (see above)"
   fi
 fi

@@ -24,10 +24,10 @@ import numpy as np
 from common import report
 
 from xraygpt.common.errors import run_main
-from xraygpt.eval.metrics import bootstrap as boot
 from xraygpt.data.labeler import label_report
-from xraygpt.eval.metrics.nlg import tokenize_texts
 from xraygpt.data.openi import read_openi_reports as read_reports
+from xraygpt.eval.metrics import bootstrap as boot
+from xraygpt.eval.metrics.nlg import tokenize_texts
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -112,7 +112,9 @@ class GenerationCounter:
 def build_server(args: argparse.Namespace):
     """The demo around the tiny model (random weights), served on a free loopback port."""
     torch.set_num_threads(1)
-    import xraygpt.train  # noqa: F401 - registers every component
+    from xraygpt.components import register_components
+
+    register_components()
     from xraygpt.apps.demo.app import build_demo, launch_demo
     from xraygpt.common.config import Config
     from xraygpt.conversation.chat import Chat

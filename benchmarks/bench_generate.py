@@ -49,7 +49,9 @@ def benchmark_model(args, device: torch.device) -> tuple[MiniGPT4, torch.Tensor 
     if args.size == "full":
         return build_full_size_random(device, args, ckpt=args.ckpt or "").eval(), None
     if args.cfg_path:  # e.g. the trained tiny model of quickstart.sh, on phantom test images
-        import xraygpt.train  # noqa: F401 - registers every component
+        from xraygpt.components import register_components
+
+        register_components()
         from xraygpt.common.config import Config
         from xraygpt.train.tasks.base_task import BaseTask
 

@@ -64,6 +64,7 @@ from common import (
 )
 
 from xraygpt.common.errors import run_main
+from xraygpt.components import register_components
 from xraygpt.models.factory import build_model
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.train.optim import build_optimizer, resolve_precision
@@ -400,6 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     llm.add_argument("--llm-one", default=None, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
+    register_components()
     if args.llm_variants:
         llm_main(args)
         return

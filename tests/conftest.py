@@ -17,8 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-import xraygpt.train  # noqa: F401 - registers every component for the tests
 from tests.tiny_models import SMALL_MODEL_OVERRIDES
+from xraygpt.components import register_components
+
+register_components()  # every test sees the registered components, as every command does
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def make_phantom(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path
 
     Tests read these folders; one that changes files works on a copy.
     """
-    from xraygpt.data.phantom.generator import main as make_phantoms
+    from xraygpt.cli.phantom import main as make_phantoms
 
     made: dict[tuple[int, int], Path] = {}
 

@@ -2,6 +2,7 @@
 
 Every import in the package is read from the source, those inside functions
 included, so a lazy import cannot hide a dependency that runs the wrong way.
+The CLI folder (``xraygpt/cli``) is the top: nothing in the package imports it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ LAYERS = {
     "data": 1,
     "train": 2,
     "eval": 2,
+    "export": 2,
+    "validate": 2,
+    "components": 2,
     "apps": 3,
-    "tools": 3,
-    "evaluate": 3,
-    "export": 3,
+    "cli": 4,
+    "__main__": 4,
 }
 # Pairs in the same layer that must not meet (importer, imported).
 FORBIDDEN = {
@@ -134,40 +137,87 @@ def test_the_checker_sees_lazy_imports(tmp_path):
     assert "xraygpt.train.runner" in _imports("xraygpt.models.lazy", source, _modules())
 
 
-def _builds_a_config(tree: ast.AST) -> bool:
+def test_nothing_imports_the_cli():
+    wrong = sorted(
+        module
+        for module, deps in GRAPH.items()
+        if _package(module) not in ("cli", "__main__")
+        and any(_package(dep) == "cli" for dep in deps)
+    )
+    assert not wrong, f"{wrong} import xraygpt.cli: the commands are the top of the house"
+
+
+def _source(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
+def test_every_registering_module_is_listed_once_in_components():
+    from xraygpt.components import COMPONENT_MODULES
+
+    registering = sorted(
+        module
+        for module, path in _modules().items()
+        if "registry.register_" in _source(path) and _package(module) != "common"
+    )
+    assert sorted(COMPONENT_MODULES) == registering
+    assert len(set(COMPONENT_MODULES)) == len(COMPONENT_MODULES)
+    # components imports them by name: they must sit at its layer or below
+    above = [m for m in COMPONENT_MODULES if LAYERS[_package(m)] > LAYERS["components"]]
+    assert not above, above
+
+
+def test_no_module_imports_a_package_for_its_side_effect():
+    """Registration is one explicit call (xraygpt.components), not an import ritual."""
+    ritual = sorted(
+        str(path.relative_to(PACKAGE.parent))
+        for path in [*PACKAGE.rglob("*.py"), *PACKAGE.parent.glob("*.py")]
+        if "registration side effect" in _source(path) or "registers every component" in _source(path)
+    )
+    assert not ritual, f"imports kept only to register components: {ritual}"
+
+
+def _calls(tree: ast.AST, names: set[str]) -> bool:
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-            if name in ("Config", "load_config"):
+            if name in names:
                 return True
     return False
 
 
-def _scripts() -> list[Path]:
-    root = PACKAGE.parent
-    top = [p for p in PACKAGE.rglob("*.py") if _package(_module_name(p)) in TOP]
-    return sorted([*top, *root.glob("*.py"), *(root / "benchmarks").glob("*.py")])
+# The validator registers the components inside its first check, to report a component
+# that does not import as a failed check (xraygpt/validate/config_checks.py).
+VALIDATES_REGISTRATION = {"validate.py"}
 
 
-TOP = {name for name, layer in LAYERS.items() if layer == 3}
+def _cli_modules() -> list[Path]:
+    return sorted((PACKAGE / "cli").glob("*.py"))
 
 
-def _module_name(path: Path) -> str:
-    return ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-
-
-@pytest.mark.parametrize("path", _scripts(), ids=lambda p: str(p.relative_to(PACKAGE.parent)))
-def test_what_builds_a_config_registers_the_components_first(path):
-    """Config needs the registered models, builders and tasks: a top-level module that
-    builds one imports ``xraygpt.train`` (which registers everything) itself, rather
-    than relying on what some other import happened to load."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    if not _builds_a_config(tree):
+@pytest.mark.parametrize("path", _cli_modules(), ids=lambda p: p.name)
+def test_a_command_that_reads_a_config_registers_the_components_first(path):
+    """Config needs the registered models, builders and tasks: each command that takes a
+    config (``--cfg-path``) calls ``register_components()`` itself, rather than relying on
+    what some other import happened to load."""
+    source = _source(path)
+    takes_a_config = 'add_argument("--cfg-path"' in source or "launch import build_parser" in source
+    if not takes_a_config or path.name in VALIDATES_REGISTRATION:
         return
-    imports = {
-        alias.name
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Import)
-        for alias in node.names
-    }
-    assert "xraygpt.train" in imports, f"{path.name} builds a Config without import xraygpt.train"
+    assert _calls(ast.parse(source), {"register_components"}), (
+        f"{path.name} reads a config without calling register_components()"
+    )
+
+
+def test_the_scripts_are_thin_wrappers_of_the_commands():
+    for name, command in [
+        ("train.py", "train"),
+        ("test.py", "evaluate"),
+        ("demo.py", "demo"),
+        ("validate_training_setup.py", "validate"),
+    ]:
+        tree = ast.parse(_source(PACKAGE.parent / name))
+        imported = {
+            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        }
+        assert f"xraygpt.cli.{command}" in imported, name
+        assert len([n for n in tree.body if isinstance(n, ast.FunctionDef)]) == 0, name

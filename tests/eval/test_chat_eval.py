@@ -6,6 +6,7 @@ import pytest
 
 from xraygpt.common.constants import PHANTOM_OBSERVATIONS
 from xraygpt.conversation.chat import Chat
+from xraygpt.data.phantom.generator import generate
 from xraygpt.eval.chat_eval import (
     balanced_accuracy,
     evaluate_chat,
@@ -15,7 +16,6 @@ from xraygpt.eval.chat_eval import (
     write_results,
 )
 from xraygpt.processors.blip_processors import Blip2ImageEvalProcessor
-from xraygpt.data.phantom.generator import generate
 
 
 def test_balanced_accuracy_counts_missing_answers_as_wrong():

@@ -16,11 +16,11 @@ from PIL import Image
 from safetensors import safe_open
 
 from tests.tiny_models import SMALL_MODEL_OVERRIDES
+from xraygpt.cli.export import main as export_main
 from xraygpt.common.config import REPO_ROOT, Config
 from xraygpt.conversation.chat import Chat
 from xraygpt.conversation.templates import IMAGE_MESSAGE, get_conv_template
 from xraygpt.export import hf as export_hf
-from xraygpt.cli.export import main as export_main
 from xraygpt.models import hf_blip2
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.processors.blip_processors import Blip2ImageEvalProcessor
@@ -134,7 +134,7 @@ def test_the_tiny_cnn_encoder_is_refused_with_the_ones_that_export(tmp_path, cap
 
 
 def test_llm_subcommand_without_its_module_says_so(monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "xraygpt.export.llm", None)  # as if the file were absent
+    monkeypatch.setitem(sys.modules, "xraygpt.export.language_model", None)  # as if the file were absent
     assert export_main(["llm", "--cfg-path", "x.yaml", "--ckpt", "x.pth", "--out", "x"]) == 2
     assert "not available" in capsys.readouterr().err
 

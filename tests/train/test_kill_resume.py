@@ -131,7 +131,7 @@ def test_fsdp_full_fine_tuning_killed_and_resumed_also_on_another_world_size(tmp
             assert torch.equal(resumed["optimizer"][key], value), key
 
     # the sharded folder exports to a plain transformers LLM holding the trained weights
-    from xraygpt.export.llm import load_trained_llm
+    from xraygpt.export.language_model import load_trained_llm
 
     exported, _, info = load_trained_llm(cfg, fsdp.find_latest(full_dir), [])
     assert not info["lora_merged"]

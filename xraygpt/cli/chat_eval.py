@@ -15,7 +15,7 @@ from xraygpt.common.launch import build_parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser(__doc__.splitlines()[0])
+    parser = build_parser("Chat evaluation of a tiny-recipe model on the phantom test split.")
     parser.add_argument("--limit", type=int, default=None, help="only the first N test images")
     parser.add_argument(
         "--phrasing",
@@ -24,37 +24,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the questions' phrasings: held out (the evaluation) or training (a diagnosis)",
     )
     args = parser.parse_args(argv)
-    import torch
-
-    from xraygpt.common.config import ConfigError
+    # Imported after parsing: --help answers without torch.
     from xraygpt.common.launch import load_config, seed_everything, setup_logging
     from xraygpt.components import register_components
-    from xraygpt.conversation.chat import Chat
-    from xraygpt.eval.chat_eval import (
-        evaluate_chat,
-        format_chat_metrics,
-        phantom_cases,
-        write_results,
-    )
-    from xraygpt.models.factory import load_model_and_processors
+    from xraygpt.eval.chat_eval import format_chat_metrics, run_chat_eval
 
     register_components()
     setup_logging()
     cfg = load_config(args)
     seed_everything(cfg.run_cfg.seed)
-    if "phantom" not in cfg.datasets_cfg:
-        raise ConfigError(
-            f"{args.cfg_path}: the chat evaluation reads the phantom test split; the config "
-            f"names no datasets.phantom"
-        )
-    storage = cfg.datasets_cfg.phantom.build_info.storage or "dataset/phantom"
-    device = "cuda" if cfg.run_cfg.device == "cuda" and torch.cuda.is_available() else "cpu"
-    model, vis_processor = load_model_and_processors(cfg, device=device)
-    chat = Chat(model, vis_processor)
-    cases = phantom_cases(storage, limit=args.limit)
-    records = evaluate_chat(chat, cases, seed=cfg.run_cfg.seed, phrasing=args.phrasing)
-    metrics = write_results(cfg.output_dir, records)
+    metrics = run_chat_eval(cfg, limit=args.limit, phrasing=args.phrasing)
     print(format_chat_metrics(metrics))
     print(f"wrote {cfg.output_dir}/chat_metrics.json and chat_answers.jsonl")
     return 0
-

@@ -98,8 +98,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    from xraygpt.common.errors import run_main
-
-    sys.exit(run_main(main))

@@ -7,7 +7,7 @@
 - ``hf``: the whole model as transformers' ``Blip2ForConditionalGeneration``, with its
   processor and generation config (:mod:`xraygpt.export.hf`).
 - ``llm``: the language model alone as a plain ``LlamaForCausalLM`` folder, LoRA
-  merged (:mod:`xraygpt.export.llm`).
+  merged (:mod:`xraygpt.export.language_model`).
 """
 
 from __future__ import annotations
@@ -78,13 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: format -> the module of xraygpt/export that writes it
+EXPORTERS = {"hf": "xraygpt.export.hf", "llm": "xraygpt.export.language_model"}
+
+
 def _exporter(name: str) -> ModuleType | None:
-    """``xraygpt.export.<name>``, or None where this installation lacks it (the other
-    format still works)."""
+    """The module writing format ``name``, or None where this installation lacks it (the
+    other format still works)."""
     try:
-        return importlib.import_module(f"xraygpt.export.{name}")
+        return importlib.import_module(EXPORTERS[name])
     except ModuleNotFoundError as err:
-        if err.name == f"xraygpt.export.{name}":
+        if err.name == EXPORTERS[name]:
             return None
         raise
 
@@ -102,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if exporter is None:
         print(
             f"xraygpt export {args.format}: not available in this installation "
-            f"(no module xraygpt.export.{args.format})",
+            f"(no module {EXPORTERS[args.format]})",
             file=sys.stderr,
         )
         return 2

@@ -15,11 +15,11 @@ import os
 import sys
 from pathlib import Path
 
+from xraygpt.common.errors import DataError, MissingFileError
 from xraygpt.data.prepare import (
     DEFAULT_MAX_SIDE,
     DEFAULT_VIEWS,
     NO_VIEW,
-    PrepareError,
     format_stats,
     prepare_mimic,
     prepare_openi,
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 dicom=args.dicom,
                 views=None if [v.lower() for v in args.views] == ["all"] else args.views,
             )
-    except PrepareError as err:
+    except (DataError, MissingFileError) as err:  # PrepareError is a DataError
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(format_stats(stats))

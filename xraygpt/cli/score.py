@@ -1,4 +1,4 @@
-"""Score an existing predictions file, with no model: the same scorer for any system.
+"""``xraygpt score``: score an existing predictions file, with no model: the same scorer for any system.
 
     xraygpt score --predictions output/xraygpt_eval/predictions.jsonl
     xraygpt score --predictions mine.jsonl --out results/mine --no-meteor
@@ -7,7 +7,7 @@
 
 The file is JSON lines with at least ``image_id``, ``generated`` and
 ``reference`` per line (optional ``baselines``: ``{name: report}``), as
-``test.py`` writes it (see :mod:`xraygpt.eval.metrics.scoring`). Writes
+``xraygpt evaluate`` (test.py) writes it (see :mod:`xraygpt.eval.metrics.scoring`). Writes
 ``<out>/metrics.json`` and ``<out>/metrics.png`` (default: next to the predictions file) with 95 %
 bootstrap intervals (``--bootstrap N`` resamples, 0 = none) and prints the
 table. ``--compare`` scores the difference A - B of two systems over the
@@ -146,8 +146,3 @@ def _compare(args: argparse.Namespace, path: Path, records: list, out_dir: Path)
     print(f"comparison written to {out}")
     return 0
 
-
-if __name__ == "__main__":
-    from xraygpt.common.errors import run_main
-
-    sys.exit(run_main(main))

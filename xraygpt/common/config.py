@@ -23,7 +23,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from xraygpt.common.errors import XrayGPTError
+from xraygpt.common.errors import MissingFileError, XrayGPTError
 from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.registry import registry
 
@@ -289,3 +289,25 @@ class Config:
             body = OmegaConf.to_yaml(self.config.get(section, {}), resolve=True).rstrip()
             lines.append(f"===== {section} =====\n{body}")
         return "\n".join(lines)
+
+
+def resolve_path(value: str | None) -> Path | None:
+    """A config path: absolute, or relative to the working folder, else to the repo root."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return REPO_ROOT / path
+
+
+def require_path(value: str, key: str, *, folder: bool = False, hint: str = "") -> Path:
+    """The resolved path of config key ``model.<key>``; an error naming key and path if absent."""
+    path = resolve_path(value)
+    ok = path is not None and (path.is_dir() if folder else path.is_file())
+    if not ok:
+        what = "folder" if folder else "file"
+        raise MissingFileError(
+            f"model.{key}: {what} {value!r} not found (looked at {path}). {hint}".rstrip()
+        )
+    return path

@@ -33,11 +33,11 @@ def init_distributed(device: str) -> torch.device:
     """Start the process group when run under torchrun; pick this rank's device.
 
     ``device`` is the config's wish ("cuda" or "cpu"). Without CUDA the run
-    falls back to the CPU with a warning, so the same config works on a laptop.
+    falls back to the CPU (said at INFO: nothing to fix), so the same config works on a laptop.
     """
     want_cuda = device.startswith("cuda")
     if want_cuda and not torch.cuda.is_available():
-        log.warning("run.device=%s but CUDA is not available: running on the CPU", device)
+        log.info("run.device=%s but CUDA is not available: running on the CPU", device)
         want_cuda = False
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not is_dist():

@@ -2,14 +2,14 @@
 
 For each phantom test image, one question per finding the phantoms can show and
 one "is this normal?" (:data:`xraygpt.common.constants.PHANTOM_OBSERVATIONS`), in
-the held-out phrasings training never saw (``xraygpt.data.phantom.conversations``),
+the held-out phrasings training never saw (``xraygpt.data.phantom.questions``),
 greedy, through :class:`xraygpt.conversation.chat.Chat` as the demo uses it:
 
 - (a) ``first``: the question is the conversation's first message, with the image;
 - (b) ``follow_up``: the model first writes a report (a held-out report request),
   then the question follows in the same conversation.
 
-The yes/no rule is :func:`xraygpt.data.phantom.conversations.read_yes_no` (the first word
+The yes/no rule is :func:`xraygpt.data.phantom.questions.read_yes_no` (the first word
 is yes or no; anything else is "no yes/no"). Scores, per mode:
 
 - per observation, balanced accuracy against the phantom's label: the mean of
@@ -40,7 +40,7 @@ from xraygpt.common.constants import PHANTOM_OBSERVATIONS
 from xraygpt.common.io import atomic_write_json, atomic_write_text
 from xraygpt.conversation.chat import Chat
 from xraygpt.data.labeler import label_report
-from xraygpt.data.phantom.conversations import (
+from xraygpt.data.phantom.questions import (
     QUESTIONS,
     case_findings,
     finding_question,
@@ -243,3 +243,26 @@ def write_results(out_dir: str | Path, records: Sequence[Mapping[str, Any]]) -> 
         "".join(json.dumps(r) + "\n" for r in records), out_dir / "chat_answers.jsonl"
     )
     return metrics
+
+
+def run_chat_eval(cfg: Any, *, limit: int | None = None, phrasing: str = "held_out") -> dict:
+    """The chat evaluation of the model of ``cfg`` (test.py's config) on its phantom test
+    split: ``chat_metrics.json`` and ``chat_answers.jsonl`` into ``cfg.output_dir``; the
+    metrics."""
+    import torch
+
+    from xraygpt.common.config import ConfigError
+    from xraygpt.models.factory import load_model_and_processors
+
+    if "phantom" not in cfg.datasets_cfg:
+        raise ConfigError(
+            f"{cfg.cfg_path}: the chat evaluation reads the phantom test split; the config "
+            f"names no datasets.phantom"
+        )
+    storage = cfg.datasets_cfg.phantom.build_info.storage or "dataset/phantom"
+    device = "cuda" if cfg.run_cfg.device == "cuda" and torch.cuda.is_available() else "cpu"
+    model, vis_processor = load_model_and_processors(cfg, device=device)
+    chat = Chat(model, vis_processor)
+    cases = phantom_cases(storage, limit=limit)
+    records = evaluate_chat(chat, cases, seed=cfg.run_cfg.seed, phrasing=phrasing)
+    return write_results(cfg.output_dir, records)

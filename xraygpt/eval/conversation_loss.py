@@ -2,7 +2,7 @@
 
 ``xraygpt conversations loss --cfg-path train_configs/xraygpt_tiny_sft.yaml --ckpt ...``
 prints, for each dataset of the config, the token-weighted mean cross-entropy
-over the assistant tokens of a split (:func:`xraygpt.data.answer_loss.evaluate_answer_loss`,
+over the assistant tokens of a split (:func:`xraygpt.data.losses.evaluate_answer_loss`,
 the loss training minimises), for the config's LLM untuned and, with a checkpoint,
 tuned.
 """
@@ -15,7 +15,7 @@ from xraygpt.common.config import Config, ConfigError
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.launch import seed_everything
 from xraygpt.common.registry import registry
-from xraygpt.data.answer_loss import evaluate_answer_loss
+from xraygpt.data.losses import evaluate_answer_loss
 from xraygpt.models.checkpoint_fit import load_trainable_state_dict
 
 

@@ -9,39 +9,15 @@ the headline NLG metrics beside it (CIDEr, on another scale, as text).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from xraygpt.common.io import atomic_write_bytes
+from xraygpt.common.figures import pyplot, save_figure
 
 PER_OBSERVATION_VARIANT = "ce14_uncertain0"
 # CIDEr (0 to 10) would squash the others (0 to 1): it is written under the bars.
 NLG_SHOWN = ("ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU-4", "METEOR")
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the headless Agg backend; a clear error without matplotlib."""
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError(
-            "plots need the 'matplotlib' package: pip install -r requirements.txt"
-        ) from err
-    matplotlib.use("Agg")  # headless: no display on servers and in CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
-    """A matplotlib figure as a PNG, written atomically."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    path = Path(path)
-    atomic_write_bytes(buffer.getvalue(), path)
-    return path
 
 
 def _systems(metrics: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:

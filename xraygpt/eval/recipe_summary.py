@@ -98,13 +98,13 @@ def held_out_losses(output: Path, data: Path, split: str = "val") -> dict[str, f
     from xraygpt.common.constants import IMAGE_PLACEHOLDER
     from xraygpt.common.registry import registry
     from xraygpt.data.caption_dataset import collate
-    from xraygpt.models.factory import load_model_and_processors
-    from xraygpt.train.tasks.text_pretrain import (
+    from xraygpt.data.losses import (
         ReportTextDataset,
         chat_prompts,
         evaluate_report_loss,
         text_prompts,
     )
+    from xraygpt.models.factory import load_model_and_processors
 
     common = [f"datasets.phantom.build_info.storage={data}", f"model.tokenizer={data}/tokenizer"]
     ckpts = [str(output / stage / "checkpoint_last.pth") for stage in STAGES]
@@ -159,7 +159,7 @@ def held_out_losses(output: Path, data: Path, split: str = "val") -> dict[str, f
 def encoder_scores(output: Path, data: Path, split: str = "val") -> dict[str, Any]:
     """The stage-1 encoder's own per-finding F1 on ``split``."""
     from xraygpt.common.registry import registry
-    from xraygpt.train.tasks.encoder_pretrain import classification_scores
+    from xraygpt.data.losses import classification_scores
 
     cfg = _config(
         STAGES[0],

@@ -30,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from xraygpt.common.config import default_yaml_of
+from xraygpt.common.config import default_yaml_of, require_path, resolve_path
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
 from xraygpt.models.llm import (
@@ -42,7 +42,6 @@ from xraygpt.models.llm import (
     parse_dtype,
     preset_config,
 )
-from xraygpt.models.mini_gpt4 import require_path, resolve_path
 
 log = logging.getLogger(__name__)
 

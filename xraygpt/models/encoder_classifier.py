@@ -26,10 +26,10 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 import xraygpt.models.convert as convert
+from xraygpt.common.config import require_path
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS, PHANTOM_FINDINGS
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
-from xraygpt.models.mini_gpt4 import require_path
 from xraygpt.models.vision_encoders import build_vision_encoder
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,12 @@ from transformers import (
 
 import xraygpt.models.convert as convert
 import xraygpt.models.hf_blip2 as hf_blip2
-from xraygpt.common.config import REPO_ROOT, ConfigError, default_yaml_of
+from xraygpt.common.config import (
+    ConfigError,
+    default_yaml_of,
+    require_path,
+    resolve_path,
+)
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
 from xraygpt.common.errors import CheckpointError, MissingFileError
 from xraygpt.common.generation import GenerationOptions
@@ -120,28 +125,6 @@ class MiniGPT4Config:
     # checkpoints in the MiniGPT-4 format, loaded in order: a path or a list of paths; a
     # folder written by ``xraygpt export hf`` counts as a checkpoint of every weight
     ckpt: Any = ""
-
-
-def resolve_path(value: str | None) -> Path | None:
-    """A config path: absolute, or relative to the working folder, else to the repo root."""
-    if not value:
-        return None
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return REPO_ROOT / path
-
-
-def require_path(value: str, key: str, *, folder: bool = False, hint: str = "") -> Path:
-    """The resolved path of config key ``model.<key>``; an error naming key and path if absent."""
-    path = resolve_path(value)
-    ok = path is not None and (path.is_dir() if folder else path.is_file())
-    if not ok:
-        what = "folder" if folder else "file"
-        raise MissingFileError(
-            f"model.{key}: {what} {value!r} not found (looked at {path}). {hint}".rstrip()
-        )
-    return path
 
 
 def as_model_config(cfg: Any) -> DictConfig:

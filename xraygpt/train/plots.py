@@ -69,7 +69,7 @@ def _series(lines: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list[
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the training-curve picture of one run folder; returns its path."""
-    from xraygpt.eval.plots import pyplot, save_figure
+    from xraygpt.common.figures import pyplot, save_figure
 
     run_dir = Path(run_dir)
     lines = read_log(run_dir)

@@ -238,7 +238,7 @@ def test_a_follow_up_about_a_phantom_is_answered_from_its_image(quickstart_run, 
     from xraygpt.apps.demo.app import build_demo, launch_demo
     from xraygpt.common.config import Config
     from xraygpt.conversation.chat import Chat
-    from xraygpt.data.phantom.conversations import case_findings, read_yes_no
+    from xraygpt.data.phantom.questions import case_findings, read_yes_no
     from xraygpt.models.factory import load_model_and_processors
 
     run = quickstart_run

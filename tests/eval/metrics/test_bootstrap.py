@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tests.report_text import random_reports
+from xraygpt.data.labeler import label_report
 from xraygpt.eval.metrics import bootstrap as boot
 from xraygpt.eval.metrics.ce_variants import clinical_variants
-from xraygpt.data.labeler import label_report
 from xraygpt.eval.metrics.nlg import nlg_scores, tokenize_texts
 
 

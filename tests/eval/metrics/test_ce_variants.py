@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
+from xraygpt.data.labeler import to_binary
 from xraygpt.eval.metrics.ce_variants import (
     HEADLINE,
     all_variant_keys,
@@ -13,7 +14,6 @@ from xraygpt.eval.metrics.ce_variants import (
     variant_key,
 )
 from xraygpt.eval.metrics.clinical import clinical_efficacy
-from xraygpt.data.labeler import to_binary
 
 
 def labels(**values: int) -> dict[str, int | None]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.eval.metrics.sample_records import PRIOR, sample_records
-from xraygpt.eval.metrics import nlg
 from xraygpt.data.labeler import BINARY_DEFINITION
+from xraygpt.eval.metrics import nlg
 from xraygpt.eval.metrics.scoring import (
     PredictionsError,
     format_table,

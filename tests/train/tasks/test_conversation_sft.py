@@ -12,9 +12,9 @@ from xraygpt.common.constants import IGNORE_INDEX
 from xraygpt.common.registry import registry
 from xraygpt.data.caption_dataset import collate
 from xraygpt.data.conversations import ConversationSFTDataset
+from xraygpt.data.losses import evaluate_answer_loss, sft_batch
 from xraygpt.models.causal_lm import CausalLM
 from xraygpt.models.llm import TINY_TOKENIZER_DIR
-from xraygpt.data.answer_loss import evaluate_answer_loss, sft_batch
 
 SMALL_LLM = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2}
 
@@ -194,7 +194,7 @@ def test_a_short_run_lowers_the_loss_and_saves_only_adapters(files, tmp_path, ca
 def test_tiny_sft_end_to_end_lowers_held_out_answer_loss(make_phantom, tmp_path):
     """From phantom reports to conversations, train.py, then the held-out loss before/after."""
     data = make_phantom(200)
-    env_cmd = [sys.executable, "-m", "xraygpt.data.report_conversations"]
+    env_cmd = [sys.executable, "-m", "xraygpt", "conversations"]
     paths = {}
     for split in ("train", "val"):
         paths[split] = tmp_path / f"phantom_{split}.json"

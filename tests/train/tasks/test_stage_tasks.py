@@ -11,17 +11,17 @@ from xraygpt.common.constants import IMAGE_PLACEHOLDER
 from xraygpt.common.constants import PHANTOM_FINDINGS as FINDINGS
 from xraygpt.common.registry import registry
 from xraygpt.data.caption_dataset import collate
-from xraygpt.models.cnn_encoder import ParamBatchNorm2d, TinyCNN
-from xraygpt.data.phantom.generator import generate
-from xraygpt.train.checkpoint import trainable_state_dict
-from xraygpt.train.tasks.encoder_pretrain import classification_scores
-from xraygpt.train.tasks.text_pretrain import (
+from xraygpt.data.losses import (
     ReportTextDataset,
+    classification_scores,
     evaluate_report_loss,
     prompt_ids,
     report_loss,
     text_prompts,
 )
+from xraygpt.data.phantom.generator import generate
+from xraygpt.models.cnn_encoder import ParamBatchNorm2d, TinyCNN
+from xraygpt.train.checkpoint import trainable_state_dict
 
 SIZE = 32  # px: the smallest image tiny_cnn takes (a 2x2 grid), fast enough for unit tests
 
@@ -235,7 +235,7 @@ def test_text_pretrain_needs_a_trainable_llm(phantom_dir):
 
 def test_text_pretrain_also_sees_the_chat_rendering(phantom_dir):
     from xraygpt.conversation.templates import get_conv_template
-    from xraygpt.train.tasks.text_pretrain import chat_prompts
+    from xraygpt.data.losses import chat_prompts
 
     cfg, task = _text_job(phantom_dir)
     model = task.build_model(cfg)

@@ -741,7 +741,7 @@ def case_record(seed: int, index: int) -> dict:
     """What phantom ``index`` shows, as recorded in ``filter_cap.json`` (``case``).
 
     The fields of :class:`PhantomCase` (null / empty when absent); the
-    conversations are written from it (``xraygpt.data.phantom.conversations``).
+    conversations are written from it (``xraygpt.data.phantom.questions``).
     """
     return asdict(sample_case(np.random.default_rng([seed, index])))
 
@@ -763,7 +763,7 @@ CONVERSATIONS_PER_CASE = {"train": 6, "val": 1, "test": 1}
 
 
 def write_conversations(annotations: Sequence[dict], seed: int) -> dict[str, list[dict]]:
-    """ShareGPT conversations per split from each case (``xraygpt.data.phantom.conversations``).
+    """ShareGPT conversations per split from each case (``xraygpt.data.phantom.questions``).
 
     Train and val use the training phrasings; test uses the held-out ones,
     which training never sees. Each conversation is a pure function of
@@ -771,7 +771,7 @@ def write_conversations(annotations: Sequence[dict], seed: int) -> dict[str, lis
     """
     import random
 
-    from xraygpt.data.phantom.conversations import make_conversation, sharegpt_entry
+    from xraygpt.data.phantom.questions import make_conversation, sharegpt_entry
 
     out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for index, ann in enumerate(annotations):

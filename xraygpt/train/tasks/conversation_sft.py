@@ -22,8 +22,8 @@ from torch import nn
 
 from xraygpt.common.config import ConfigError
 from xraygpt.common.registry import registry
-from xraygpt.data.answer_loss import sft_batch, unwrap
 from xraygpt.data.conversations import ConversationCorpus
+from xraygpt.data.losses import sft_batch, unwrap
 from xraygpt.train.tasks.base_task import BaseTask
 
 log = logging.getLogger(__name__)

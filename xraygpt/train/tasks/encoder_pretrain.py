@@ -14,8 +14,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from xraygpt.common.config import ConfigError
 from xraygpt.common.registry import registry
@@ -60,43 +58,3 @@ class EncoderPretrainTask(BaseTask):
                 f"{type(model).__name__}(samples) must return a dict with a tensor 'loss'"
             )
         return dict(out)
-
-
-@torch.no_grad()
-def classification_scores(
-    model: nn.Module,
-    dataset: Dataset,
-    *,
-    batch_size: int = 64,
-    threshold: float = 0.5,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Per-label precision / recall / F1 of ``model`` on ``dataset`` at ``threshold``.
-
-    Returns ``{"per_label": {name: {precision, recall, f1, support}}, "macro_f1": float}``.
-    """
-    from xraygpt.data.caption_dataset import collate
-
-    was_training = model.training
-    model.eval()
-    names = list(model.label_names)
-    counts = {name: [0, 0, 0] for name in names}  # tp, fp, fn
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    try:
-        for batch in tqdm(loader, desc="classify", disable=not progress):
-            predicted = model.predict(batch["image"]) >= threshold
-            truth = model.targets(batch["labels"]).to(predicted.device) > 0.5
-            for j, name in enumerate(names):
-                counts[name][0] += int((predicted[:, j] & truth[:, j]).sum())
-                counts[name][1] += int((predicted[:, j] & ~truth[:, j]).sum())
-                counts[name][2] += int((~predicted[:, j] & truth[:, j]).sum())
-    finally:
-        model.train(was_training)
-    per_label = {}
-    for name, (tp, fp, fn) in counts.items():
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        recall = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_label[name] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
-    macro = sum(s["f1"] for s in per_label.values()) / len(per_label)
-    return {"per_label": per_label, "macro_f1": macro}

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from xraygpt.cli.phantom import main as phantom_main
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS, PHANTOM_OBSERVATIONS
 from xraygpt.common.constants import PHANTOM_FINDINGS as FINDINGS
 from xraygpt.common.registry import registry
-from xraygpt.eval.metrics.clinical import clinical_efficacy
 from xraygpt.data.labeler import label_report, to_binary
-from xraygpt.processors.blip_processors import BlipCaptionProcessor
 from xraygpt.data.phantom import generator as phantom
 from xraygpt.data.phantom.generator import (
     PhantomCase,
@@ -21,6 +20,8 @@ from xraygpt.data.phantom.generator import (
     sample_case,
     write_report,
 )
+from xraygpt.eval.metrics.clinical import clinical_efficacy
+from xraygpt.processors.blip_processors import BlipCaptionProcessor
 
 
 def _cases(n, seed=0):
@@ -181,11 +182,11 @@ def test_devices_are_bright_lines():
 
 
 def test_cli_writes_and_rejects_bad_arguments(tmp_path, capsys):
-    assert phantom.main(["--out", str(tmp_path / "cli"), "--n", "5", "--size", "48"]) == 0
+    assert phantom_main(["--out", str(tmp_path / "cli"), "--n", "5", "--size", "48"]) == 0
     assert len(list((tmp_path / "cli" / "image").glob("*.png"))) == 5
     assert "wrote 5 phantoms" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        phantom.main(["--out", str(tmp_path / "bad"), "--n", "0"])
+        phantom_main(["--out", str(tmp_path / "bad"), "--n", "0"])
     assert "--n must be at least 1" in capsys.readouterr().err
 
 

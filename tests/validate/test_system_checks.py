@@ -7,7 +7,7 @@ import shutil
 
 import torch
 
-from tests.tools.validate.helpers import (
+from tests.validate.helpers import (
     assert_fails,
     check,
     run,

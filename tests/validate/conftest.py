@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.tools.validate.helpers import (
+from tests.validate.helpers import (
     SMALL_MODEL,
     proj_ckpt,
     run,

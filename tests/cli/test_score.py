@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from xraygpt.common.config import REPO_ROOT
 from xraygpt.cli.score import main
+from xraygpt.common.config import REPO_ROOT
 
 LINES = [
     {
@@ -70,7 +70,7 @@ def test_bad_file_exits_2_with_the_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_module_entry_point_help() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "xraygpt.cli.score", "--help"],
+        [sys.executable, "-m", "xraygpt", "score", "--help"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.tools.validate.helpers import (
+from tests.validate.helpers import (
     LLAMA_7B,
     LLAMA_13B,
     assert_fails,

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from xraygpt.cli.prepare import main
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS
 from xraygpt.data.annotations import load_annotations
-from xraygpt.data.prepare import PrepareError, main, prepare_mimic
+from xraygpt.data.prepare import PrepareError, prepare_mimic
 
 
 def _report(findings: str | None, impression: str | None) -> str:

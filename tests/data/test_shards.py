@@ -6,11 +6,11 @@ import tarfile
 import pytest
 import torch
 
+from xraygpt.cli.shards import main as shards_main
 from xraygpt.data.builders import MimicBuilder, OpenIBuilder
 from xraygpt.data.loaders import build_train_loader
-from xraygpt.data.wds_dataset import ShardCaptionDataset, consumer_shards, expand_shards
-from xraygpt.data.shards import main as shards_main
 from xraygpt.data.shards import write_shards
+from xraygpt.data.wds_dataset import ShardCaptionDataset, consumer_shards, expand_shards
 
 
 @pytest.fixture

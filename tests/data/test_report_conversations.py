@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from xraygpt.cli.conversations import main
 from xraygpt.data.conversations import load_conversation_file
 from xraygpt.data.report_conversations import (
     ANSWERS,
     QUESTIONS,
     REPORT_REQUESTS,
-    main,
     report_conversation,
 )
 from xraygpt.validate.checklist import FAIL, PASS, Checklist

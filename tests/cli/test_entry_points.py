@@ -96,24 +96,24 @@ def test_validator_reports_a_bad_config_without_a_traceback(bad_cfg):
 
 
 @pytest.mark.parametrize(
-    ("module", "args", "words"),
+    ("command", "args", "words"),
     [
-        ("xraygpt.cli.score", ["--predictions", "no/such.jsonl"], ["no/such.jsonl"]),
-        ("xraygpt.data.shards", ["--storage", "no/such", "--out", "x"], ["no/such"]),
-        ("xraygpt.eval.recipe_summary", ["--output", "no/such"], ["no/such", "test.py"]),
-        ("xraygpt.models.summary", ["--cfg-path", "BAD"], ["no_such_key"]),
-        ("xraygpt.eval.openi_agreement", ["--archive", "no/such.tgz"], ["no/such.tgz"]),
-        (
-            "xraygpt.data.prepare",
-            ["openi", "--reports", "no/such", "--out", "x"],
-            ["no/such"],
-        ),
+        ("score", ["--predictions", "no/such.jsonl"], ["no/such.jsonl"]),
+        ("shards", ["--storage", "no/such", "--out", "x"], ["no/such"]),
+        ("recipe-summary", ["--output", "no/such"], ["no/such", "test.py"]),
+        ("summary", ["--cfg-path", "BAD"], ["no_such_key"]),
+        ("openi-agreement", ["--archive", "no/such.tgz"], ["no/such.tgz"]),
+        ("prepare", ["openi", "--reports", "no/such", "--out", "x"], ["no/such"]),
+        ("evaluate", ["--cfg-path", "BAD"], ["no_such_key"]),
+        ("chat-eval", ["--cfg-path", "BAD"], ["no_such_key"]),
+        ("export", ["hf", "--cfg-path", "BAD", "--out", "x"], ["no_such_key"]),
+        ("conversations", ["loss", "--cfg-path", "BAD"], ["no_such_key"]),
     ],
 )
 @pytest.mark.slow
-def test_python_m_tools_print_one_message(module, args, words, bad_cfg):
+def test_every_command_prints_one_message(command, args, words, bad_cfg):
     args = [str(bad_cfg) if a == "BAD" else a for a in args]
-    _assert_short_error(_run(["-m", module, *args]), *words)
+    _assert_short_error(_run(["-m", "xraygpt", command, *args]), *words)
 
 
 # ------------------------------------------------------------------ the wrapper itself

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 import validate_training_setup
-from tests.tools.validate.helpers import (
+from tests.validate.helpers import (
     LLAMA_7B_PARAMS,
     QFORMER_WIDTH,
     assert_fails,
@@ -142,16 +142,18 @@ def test_help_imports_nothing_heavy():
 
 
 def test_a_broken_component_module_is_reported(tiny_job, monkeypatch):
-    import builtins
+    import importlib
 
-    real_import = builtins.__import__
+    import xraygpt.components
+
+    real_import = importlib.import_module
 
     def broken(name, *args, **kwargs):
-        if name == "xraygpt.train":
+        if name == "xraygpt.models.mini_gpt4":  # a component whose own import fails
             raise ImportError("No module named 'bitsandbytes'")
         return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", broken)
+    monkeypatch.setattr(xraygpt.components.importlib, "import_module", broken)
     result = run(tiny_job)
     assert_fails(result, "registry names", "do not import", "bitsandbytes")
     assert check(result, "python").status == PASS

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.tools.validate.helpers import (
+from tests.validate.helpers import (
     assert_fails,
     check,
     run,

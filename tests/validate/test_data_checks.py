@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.tools.validate.helpers import (
+from tests.validate.helpers import (
     assert_fails,
     check,
     run,

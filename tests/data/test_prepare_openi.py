@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from xraygpt.cli.prepare import main
+from xraygpt.common.errors import DataError
 from xraygpt.data.annotations import load_annotations
-from xraygpt.data.prepare import PrepareError, main, prepare_openi, seeded_split
+from xraygpt.data.prepare import PrepareError, prepare_openi, seeded_split
 
 PAPER_SUMMARIES = 3403
 

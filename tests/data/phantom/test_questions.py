@@ -6,7 +6,9 @@ import re
 import pytest
 
 from xraygpt.common.constants import PHANTOM_OBSERVATIONS
-from xraygpt.data.phantom.conversations import (
+from xraygpt.conversation.templates import IMAGE_MESSAGE
+from xraygpt.data.phantom.generator import case_record, make_sample
+from xraygpt.data.phantom.questions import (
     CANNOT_TELL,
     FINDING_FIELDS,
     QUESTIONS,
@@ -15,8 +17,6 @@ from xraygpt.data.phantom.conversations import (
     make_conversation,
     read_yes_no,
 )
-from xraygpt.conversation.templates import IMAGE_MESSAGE
-from xraygpt.data.phantom.generator import case_record, make_sample
 
 CASE = {
     "cardiomegaly": None,

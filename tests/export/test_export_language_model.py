@@ -12,7 +12,7 @@ from transformers import LlamaForCausalLM
 from xraygpt.cli.export import main as export_main
 from xraygpt.common.config import Config
 from xraygpt.common.registry import registry
-from xraygpt.export import llm as export_llm
+from xraygpt.export import language_model as export_llm
 from xraygpt.models.llm import TINY_TOKENIZER_DIR, load_tokenizer, preset_config
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.train.checkpoint import trainable_state_dict

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from xraygpt.train.plots import main, read_log
+from xraygpt.cli.plot_run import main
+from xraygpt.train.plots import read_log
 
 
 def write_log(folder: Path, steps: list[int]) -> Path:

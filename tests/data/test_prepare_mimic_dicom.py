@@ -11,9 +11,10 @@ import pydicom
 import pytest
 from PIL import Image
 
+from xraygpt.cli.prepare import main
 from xraygpt.data.annotations import load_annotations
+from xraygpt.data.prepare import PrepareError, prepare_mimic
 from xraygpt.processors.dicom import write_dicom
-from xraygpt.data.prepare import PrepareError, main, prepare_mimic
 
 FINDINGS = (
     "PA and lateral views of the chest were provided. There is no focal consolidation,\n"

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from xraygpt.cli.summary import main
 from xraygpt.common.config import ConfigError
 from xraygpt.models import llm
 from xraygpt.models.mini_gpt4 import MiniGPT4
-from xraygpt.models.summary import load_model_config, main
+from xraygpt.models.summary import load_model_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "xraygpt" / "configs" / "models"
 
