@@ -171,7 +171,8 @@ def test_no_module_imports_a_package_for_its_side_effect():
     ritual = sorted(
         str(path.relative_to(PACKAGE.parent))
         for path in [*PACKAGE.rglob("*.py"), *PACKAGE.parent.glob("*.py")]
-        if "registration side effect" in _source(path) or "registers every component" in _source(path)
+        if "registration side effect" in _source(path)
+        or "registers every component" in _source(path)
     )
     assert not ritual, f"imports kept only to register components: {ritual}"
 
@@ -216,8 +217,6 @@ def test_the_scripts_are_thin_wrappers_of_the_commands():
         ("validate_training_setup.py", "validate"),
     ]:
         tree = ast.parse(_source(PACKAGE.parent / name))
-        imported = {
-            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-        }
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert f"xraygpt.cli.{command}" in imported, name
         assert len([n for n in tree.body if isinstance(n, ast.FunctionDef)]) == 0, name

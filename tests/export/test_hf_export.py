@@ -134,7 +134,9 @@ def test_the_tiny_cnn_encoder_is_refused_with_the_ones_that_export(tmp_path, cap
 
 
 def test_llm_subcommand_without_its_module_says_so(monkeypatch, capsys) -> None:
-    monkeypatch.setitem(sys.modules, "xraygpt.export.language_model", None)  # as if the file were absent
+    monkeypatch.setitem(
+        sys.modules, "xraygpt.export.language_model", None
+    )  # as if the file were absent
     assert export_main(["llm", "--cfg-path", "x.yaml", "--ckpt", "x.pth", "--out", "x"]) == 2
     assert "not available" in capsys.readouterr().err
 

@@ -40,7 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("prepare", "turn the MIMIC-CXR / OpenI downloads into filter_cap.json + images"),
     "shards": ("shards", "pack a prepared data set into WebDataset tar shards"),
     "phantom": ("phantom", "generate the synthetic phantom data set of the embedded default"),
-    "export": ("export", "export a trained model: transformers' BLIP-2 (hf) or the LLM alone (llm)"),
+    "export": (
+        "export",
+        "export a trained model: transformers' BLIP-2 (hf) or the LLM alone (llm)",
+    ),
     "summary": ("summary", "parameter counts of a model config (built on the meta device)"),
     "plot-run": ("plot_run", "draw a run's loss, learning rate and throughput (log.jsonl)"),
     "recipe-summary": ("recipe_summary", "the tiny recipe's results table (quickstart's summary)"),
@@ -85,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         near = difflib.get_close_matches(name, COMMANDS, n=1)
         hint = f"; did you mean '{near[0]}'?" if near else ""
-        print(f"error: {PROG}: no command '{name}'{hint} ({PROG} --help lists them)", file=sys.stderr)
+        print(
+            f"error: {PROG}: no command '{name}'{hint} ({PROG} --help lists them)", file=sys.stderr
+        )
         return 2
     from xraygpt.common.errors import run_main
 

@@ -44,4 +44,3 @@ def main(argv: list[str] | None = None) -> dict:
         return results
     finally:
         dist.cleanup()
-

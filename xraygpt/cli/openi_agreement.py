@@ -15,7 +15,9 @@ from xraygpt.eval.openi_agreement import agreement, format_table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="xraygpt openi-agreement", description="The rule labeler against OpenI's MeSH tags.")
+    parser = argparse.ArgumentParser(
+        prog="xraygpt openi-agreement", description="The rule labeler against OpenI's MeSH tags."
+    )
     parser.add_argument(
         "--archive", default=None, help=f"path to {ARCHIVE_NAME} (default: torchxrayvision's copy)"
     )

@@ -18,7 +18,7 @@ from xraygpt.data.phantom.generator import DEFAULT_SIZE, DEFAULT_SPLITS, generat
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="xraygpt phantom",
-        description="Generate the phantom chest radiograph data set (synthetic images, reports, labels)."
+        description="Generate the phantom chest radiograph data set (synthetic images, reports, labels).",
     )
     parser.add_argument("--out", default="dataset/phantom", help="output folder (OpenI layout)")
     parser.add_argument("--n", type=int, default=3000, help="number of images")

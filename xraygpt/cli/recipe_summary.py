@@ -15,7 +15,9 @@ from xraygpt.eval.recipe_summary import format_summary, summarize
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="xraygpt recipe-summary", description="The tiny recipe's results table.")
+    parser = argparse.ArgumentParser(
+        prog="xraygpt recipe-summary", description="The tiny recipe's results table."
+    )
     parser.add_argument("--output", default="output", help="run.output_dir of the stages")
     parser.add_argument("--data", default="dataset/phantom", help="the phantom data folder")
     parser.add_argument(

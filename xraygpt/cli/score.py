@@ -145,4 +145,3 @@ def _compare(args: argparse.Namespace, path: Path, records: list, out_dir: Path)
     print(format_comparison(result))
     print(f"comparison written to {out}")
     return 0
-

@@ -15,7 +15,10 @@ from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="xraygpt summary", description="Parameter counts of a model config (meta device, no weights).")
+    parser = argparse.ArgumentParser(
+        prog="xraygpt summary",
+        description="Parameter counts of a model config (meta device, no weights).",
+    )
     parser.add_argument("--cfg-path", required=True)
     parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)

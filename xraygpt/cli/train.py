@@ -39,4 +39,3 @@ def main(argv: list[str] | None = None) -> dict:
         return runner.train()
     finally:
         dist.cleanup()
-

@@ -48,4 +48,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(checklist.to_json() if args.json else checklist.render())
     return checklist.exit_code
-

@@ -501,8 +501,7 @@ class ConversationsBuilder:
     config_class = ConversationsConfig
     DATASET_CONFIG_DICT = {"default": "configs/datasets/conversations/defaults.yaml"}
     PREPARE_COMMAND = (
-        "xraygpt conversations from-reports --annotations "
-        "<filter_cap.json> --out <file.json>"
+        "xraygpt conversations from-reports --annotations <filter_cap.json> --out <file.json>"
     )
 
     def __init__(self, cfg: Any = None) -> None:

@@ -164,7 +164,9 @@ def write_report_conversations(
         if conv_id in seen:  # several images of one report: one conversation
             continue
         seen.add(conv_id)
-        conversations.append(report_conversation(entry.caption, conv_id, seed, max_questions, style))
+        conversations.append(
+            report_conversation(entry.caption, conv_id, seed, max_questions, style)
+        )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(conversations, out)

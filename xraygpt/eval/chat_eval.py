@@ -215,9 +215,7 @@ def phantom_cases(storage: str | Path, split: str = "test", limit: int | None = 
     storage = Path(storage)
     ann_path = storage / "filter_cap.json"
     if not ann_path.is_file():
-        raise FileNotFoundError(
-            f"{ann_path} not found: generate the phantoms with xraygpt phantom"
-        )
+        raise FileNotFoundError(f"{ann_path} not found: generate the phantoms with xraygpt phantom")
     entries = json.loads(ann_path.read_text(encoding="utf-8"))["annotations"]
     cases = []
     for entry in entries:

@@ -859,7 +859,12 @@ def generate(
     # Written last and atomically: its presence means the folder is complete.
     atomic_write_json(
         {
-            "info": {"generator": "xraygpt.data.phantom.generator", "seed": seed, "n": n, "size": size},
+            "info": {
+                "generator": "xraygpt.data.phantom.generator",
+                "seed": seed,
+                "n": n,
+                "size": size,
+            },
             "annotations": annotations,
         },
         ann_path,
