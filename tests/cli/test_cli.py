@@ -77,3 +77,13 @@ def test_the_old_module_paths_are_gone():
     for old in ("xraygpt.tools", "xraygpt.evaluate", "xraygpt.export.__main__"):
         with pytest.raises(ModuleNotFoundError):
             importlib.import_module(old)
+
+
+def test_debug_before_the_command_shows_the_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {arch: mini_gpt4, model_type: tiny, no_such_key: 1}\n")
+    quiet = _run("-m", "xraygpt", "summary", "--cfg-path", str(bad))
+    assert quiet.returncode == 2 and "Traceback" not in quiet.stderr
+    assert "no_such_key" in quiet.stderr
+    loud = _run("-m", "xraygpt", "--debug", "summary", "--cfg-path", str(bad))
+    assert loud.returncode != 0 and "Traceback" in loud.stderr

@@ -78,6 +78,9 @@ def usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``xraygpt <command> [options]``; the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    # --debug may stand before the command too (xraygpt --debug train ...): run_main reads it.
+    debug = [a for a in args[:1] if a == "--debug"]
+    args = args[len(debug) :]
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if args else 2
@@ -98,4 +101,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv[0] = f"{PROG} {name}"
 
     module = importlib.import_module(f"xraygpt.cli.{COMMANDS[name][0]}")
-    return run_main(module.main, rest)
+    return run_main(module.main, [*rest, *debug])
