@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xraygpt.common.config import ConfigError
+from xraygpt.common.config import Config, ConfigError
 from xraygpt.common.constants import IGNORE_INDEX
 from xraygpt.data.conversations import (
     ConversationFileError,
@@ -339,5 +339,11 @@ def test_builder_config_errors(tmp_path):
         ConversationsBuilder({"files": [{"path": "x.json"}], "template": "nope"})
     with pytest.raises(ConfigError, match="batching must be one of grouped, packed, random"):
         ConversationsBuilder({"files": [{"path": "x.json"}], "batching": "sorted"})
+    with pytest.raises(ConfigError, match="batching must be one of grouped, packed, random"):
+        Config(
+            user_config={
+                "datasets": {"conversations": {"files": [{"path": "x.json"}], "batching": "sorted"}}
+            }
+        )
     with pytest.raises(ConfigError, match="datasets.conversations"):
         ConversationsBuilder({"files": [{"path": "x.json"}], "max_lenght": 10})

@@ -506,35 +506,41 @@ class ConversationsBuilder:
     )
 
     def __init__(self, cfg: Any = None) -> None:
-        where = f"datasets.{self.name}"
         default = load_yaml(PACKAGE_ROOT / self.DATASET_CONFIG_DICT["default"]).datasets[self.name]
         try:
             self.config = OmegaConf.merge(
                 OmegaConf.structured(ConversationsConfig), default, cfg or {}
             )
         except OmegaConfBaseException as err:
-            raise ConfigError(f"{where}: {getattr(err, 'msg', err)}") from err
+            raise ConfigError(f"datasets.{self.name}: {getattr(err, 'msg', err)}") from err
+        # Not a rule of check_config: the default section, which lists no files yet, loads.
         if not self.config.files:
             raise ConfigError(
-                f"{where}.files is empty: list the conversation files, e.g. "
+                f"datasets.{self.name}.files is empty: list the conversation files, e.g. "
                 f"[{{path: dataset/conversations/radiology_train.json, ratio: 1.0, split: train}}]"
             )
-        for i, item in enumerate(self.config.files):
+        self.check_config(self.config)
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The rules on values that the schema's types cannot state (``Config`` runs them
+        at load, ``__init__`` for a builder made from a plain mapping)."""
+        where = f"datasets.{cls.name}"
+        for i, item in enumerate(cfg.files):
             if OmegaConf.is_missing(item, "path"):
                 raise ConfigError(f"{where}.files[{i}] needs a path")
             if item.ratio < 0:
                 raise ConfigError(f"{where}.files[{i}].ratio must be >= 0, got {item.ratio}")
         try:
-            get_conv_template(self.config.template)
+            get_conv_template(cfg.template)
         except KeyError as err:
             raise ConfigError(f"{where}.template: {err.args[0]}") from err
-        if self.config.batching not in BATCHING:
+        if cfg.batching not in BATCHING:
             raise ConfigError(
-                f"{where}.batching must be one of {', '.join(BATCHING)}, "
-                f"got {self.config.batching!r}"
+                f"{where}.batching must be one of {', '.join(BATCHING)}, got {cfg.batching!r}"
             )
-        if self.config.max_length < 2:
-            raise ConfigError(f"{where}.max_length must be >= 2, got {self.config.max_length}")
+        if cfg.max_length < 2:
+            raise ConfigError(f"{where}.max_length must be >= 2, got {cfg.max_length}")
 
     @property
     def conversation_files(self) -> list[tuple[Path, float, str]]:
