@@ -8,6 +8,7 @@ import torch
 
 from xraygpt.common.config import Config, ConfigError
 from xraygpt.common.constants import IGNORE_INDEX
+from xraygpt.common.errors import DataError
 from xraygpt.data.conversations import (
     ConversationFileError,
     ConversationRecord,
@@ -128,6 +129,7 @@ def test_malformed_entry_names_file_entry_and_problem(tmp_path, entry, what):
         load_conversation_file(path)
     message = str(err.value)
     assert str(path) in message and "entry 1" in message and what in message
+    assert isinstance(err.value, DataError)  # one line from an entry point
 
 
 def test_top_level_not_a_list(tmp_path):

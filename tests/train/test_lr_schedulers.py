@@ -125,7 +125,7 @@ def test_step_writes_every_group_and_state_round_trips():
     other.load_state_dict(state)
     assert other.last_step == 250
     assert other.optimizer.param_groups[0]["lr"] == sched.lr_at(250)
-    with pytest.raises(ValueError, match="linear_warmup_step_lr"):
+    with pytest.raises(ConfigError, match="resume with run.lr_sched=linear_warmup_step_lr"):
         other.load_state_dict({"name": "linear_warmup_step_lr", "last_step": 3})
 
 

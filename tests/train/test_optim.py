@@ -46,7 +46,7 @@ def test_build_optimizer_uses_the_recipe():
 
 
 def test_a_fully_frozen_model_is_an_error():
-    with pytest.raises(ValueError, match="no trainable parameters.*freeze_"):
+    with pytest.raises(ConfigError, match="no trainable parameters.*model.freeze_"):
         param_groups(nn.Linear(2, 2).requires_grad_(False), 0.05)
 
 

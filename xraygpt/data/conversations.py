@@ -63,6 +63,7 @@ from torch.utils.data import Dataset
 
 from xraygpt.common.config import PACKAGE_ROOT, ConfigError, load_yaml
 from xraygpt.common.constants import IGNORE_INDEX
+from xraygpt.common.errors import DataError
 from xraygpt.common.registry import registry
 from xraygpt.conversation.templates import get_conv_template
 
@@ -83,7 +84,7 @@ ROLE_ALIASES = {
 }
 
 
-class ConversationFileError(ValueError):
+class ConversationFileError(DataError):
     """A conversation file that does not follow the FastChat / ShareGPT layout."""
 
 
@@ -314,9 +315,9 @@ class ConversationSFTDataset(Dataset):
             self.stats.answer_tokens += sum(label != IGNORE_INDEX for label in labels)
             sequences.append((ids, labels, truncated))
         if not sequences:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {name} ({split}): no conversation with an answer token within "
-                f"max_length {max_length}"
+                f"max_length {max_length}: raise datasets.{name}.max_length"
             )
         self.sequences = sequences
         self.stats.lengths = [len(ids) for ids, _, _ in sequences]
@@ -567,9 +568,10 @@ class ConversationsBuilder:
                 [(r, ratio) for r, ratio, _ in groups], self.config.mix_seed
             )
             if not records:
-                raise ValueError(
+                raise ConfigError(
                     f"datasets.{self.name}: the {split} split has no conversation "
-                    f"(files {[p for _, _, p in groups]}, ratios {[r for _, r, _ in groups]})"
+                    f"(files {[p for _, _, p in groups]}, ratios {[r for _, r, _ in groups]}); "
+                    f"give one of its files a ratio > 0 in datasets.{self.name}.files"
                 )
             corpora[split] = ConversationCorpus(
                 records=records,

@@ -47,6 +47,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from xraygpt.common import dist
 from xraygpt.common.config import ConfigError
+from xraygpt.common.errors import CheckpointError, MissingFileError
 from xraygpt.common.io import atomic_torch_save, atomic_write_json, load_checkpoint
 from xraygpt.train.checkpoint import find_latest_checkpoint, numbered_checkpoints
 
@@ -225,7 +226,10 @@ def load_sharded(
     """
     path = Path(path)
     if not is_sharded_checkpoint(path):
-        raise FileNotFoundError(f"{path} is not a sharded checkpoint folder (no {META_NAME})")
+        raise MissingFileError(
+            f"{path} is not a sharded checkpoint folder (no {META_NAME}): name a "
+            f"checkpoint_<step>/ folder that a run.fsdp run wrote"
+        )
     if optimizer is None:
         state = {"model": _trainable_tensors(model)}
     else:
@@ -234,9 +238,10 @@ def load_sharded(
     try:
         dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_dist())
     except Exception as err:  # noqa: BLE001 - re-raised with the folder named
-        raise RuntimeError(
+        raise CheckpointError(
             f"cannot load the sharded checkpoint {path} into this model: {err}. Was it written "
-            f"with other freeze_* / lora settings or another model?"
+            f"with other model.freeze_* / model.lora settings or another model? Resume with "
+            f"the settings it was written with"
         ) from err
     if optimizer is not None:
         set_state_dict(

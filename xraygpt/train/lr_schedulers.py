@@ -74,9 +74,10 @@ class _WarmupScheduler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name", self.name) != self.name:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint holds the state of lr scheduler {state.get('name')!r}, "
-                f"but this run uses {self.name!r} (run.lr_sched)"
+                f"but this run uses {self.name!r} (run.lr_sched): resume with "
+                f"run.lr_sched={state.get('name')}, or start a new run"
             )
         self.last_step = int(state["last_step"])
         if self.last_step >= 0:

@@ -28,9 +28,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             continue
         (decay if param.ndim >= 2 else no_decay).append(param)
     if not decay and not no_decay:
-        raise ValueError(
-            "the model has no trainable parameters (all have requires_grad=False); "
-            "check the freeze_* options of the model config"
+        raise ConfigError(
+            "the model has no trainable parameters (all have requires_grad=False): set "
+            "one of the model.freeze_* options to false, or add model.lora adapters"
         )
     return [
         {"params": decay, "weight_decay": weight_decay},
