@@ -156,3 +156,64 @@ def test_missing_and_invalid_files(tmp_path, fake_registry):
         Config(write(tmp_path, "model: [unclosed\n"))
     with pytest.raises(ConfigError, match="mapping at the top level"):
         Config(write(tmp_path, "- a\n- b\n", "list.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("run.accum_grad_iters=0", "run.accum_grad_iters=0: must be >= 1"),
+        ("run.accum_grad_iters=3", "run.iters_per_epoch=100 must be a multiple of run.accum"),
+        ("run.save_every_iters=0", "run.save_every_iters=0 must be a positive multiple"),
+        ("run.max_bad_steps=0", "run.max_bad_steps=0: must be >= 1"),
+        ("run.batch_size_train=0", "run.batch_size_train=0: must be >= 1"),
+        ("run.log_freq=0", "run.log_freq=0: must be >= 1"),
+        ("run.keep_last_checkpoints=-1", r"run.keep_last_checkpoints=-1: must be >= 0 \(0 keeps"),
+        ("run.max_epoch=0", "run.max_epoch=0: must be >= 1"),
+        ("run.iters_per_epoch=0", "run.iters_per_epoch=0: must be >= 1"),
+        ("run.warmup_steps=-1", "run.warmup_steps=-1: must be >= 0"),
+        ("run.init_lr=0", "run.init_lr=0.0: the peak learning rate must be > 0"),
+        ("run.min_lr=-1e-5", "run.min_lr=-1e-05: must be >= 0"),
+        ("run.amp_dtype=fp8", "run.amp_dtype='fp8': choose one of auto, bf16, fp16"),
+        ("run.wandb={mode: offline}", "run.wandb.project must name the W&B project"),
+        (
+            "run.resume=latest",
+            "run.resume='latest': the only value is 'auto'.*run.resume_ckpt_path",
+        ),
+        ("run.batch_size_eval=0", "run.batch_size_eval=0: must be >= 1"),
+        ("run.max_samples=0", "run.max_samples=0: must be >= 1, or null"),
+        ("run.bootstrap=-1", "run.bootstrap=-1: must be >= 0"),
+        ("run.eval_prompt=Describe.", "run.eval_prompt must hold <ImageHere> exactly once"),
+        ("run.num_beams=0", "run.num_beams / run.max_new_tokens / run.min_new_tokens"),
+    ],
+)
+def test_a_bad_run_value_fails_at_load_naming_file_and_key(
+    tmp_path, fake_registry, option, message
+):
+    cfg_path = write(tmp_path, "run:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'job.yaml'}: .*{message}"):
+        Config(cfg_path, [option])
+
+
+def test_the_step_schedule_needs_a_decay_rate_at_load(tmp_path, fake_registry):
+    fake_registry.register_lr_scheduler("linear_warmup_step_lr")(object)
+    cfg_path = write(tmp_path, "run:\n  lr_sched: linear_warmup_step_lr\n")
+    with pytest.raises(ConfigError, match="linear_warmup_step_lr needs run.decay_rate > 0"):
+        Config(cfg_path)
+    assert Config(cfg_path, ["run.decay_rate=0.9"]).run_cfg.decay_rate == 0.9
+
+
+def test_a_builders_value_rules_run_at_load(tmp_path, fake_registry):
+    def check_config(cfg):
+        if cfg.ratio < 0:
+            raise ConfigError(f"datasets.checked.ratio must be >= 0, got {cfg.ratio}")
+
+    fake_registry.register_builder("checked")(
+        type(
+            "CheckedBuilder",
+            (),
+            {"config_class": FakeDataCfg, "check_config": staticmethod(check_config)},
+        )
+    )
+    cfg_path = write(tmp_path, "datasets:\n  checked:\n    ratio: -1\n")
+    with pytest.raises(ConfigError, match=f"^{cfg_path}: datasets.checked.ratio must be >= 0"):
+        Config(cfg_path)

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from xraygpt.common.errors import UsageError
 from xraygpt.conversation.chat import Chat, ContextTooLongError
 from xraygpt.conversation.templates import IMAGE_MESSAGE
 
@@ -226,4 +227,6 @@ def test_generation_options_are_checked(chat_model, xray):
     conv, img_list = _upload_and_ask(chat, xray, "What is shown?")
     with pytest.raises(TypeError, match="num_beam"):
         chat.answer(conv, img_list, num_beam=2)
+    with pytest.raises(UsageError, match="max_new_tokens=50 leaves no room.*fewer new tokens"):
+        chat.answer(conv, img_list, max_new_tokens=50, max_length=50)
     assert conv.messages[-1][0] == "Patient"

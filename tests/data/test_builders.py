@@ -79,6 +79,9 @@ def test_missing_image_folder_names_the_path_and_the_prepare_command(tmp_path, m
 def test_bad_config_keys_fail_at_load(cfg, message):
     with pytest.raises(ConfigError, match=message):
         OpenIBuilder(cfg)
+    # the same rules when a whole config loads, before any data is read
+    with pytest.raises(ConfigError, match=message):
+        Config(user_config={"datasets": {"openi": cfg}})
 
 
 def test_processor_without_a_name_is_explained(caption_folder):

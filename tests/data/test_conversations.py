@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from xraygpt.common.config import ConfigError
+from xraygpt.common.config import Config, ConfigError
 from xraygpt.common.constants import IGNORE_INDEX
+from xraygpt.common.errors import DataError
 from xraygpt.data.conversations import (
     ConversationFileError,
     ConversationRecord,
@@ -128,6 +129,7 @@ def test_malformed_entry_names_file_entry_and_problem(tmp_path, entry, what):
         load_conversation_file(path)
     message = str(err.value)
     assert str(path) in message and "entry 1" in message and what in message
+    assert isinstance(err.value, DataError)  # one line from an entry point
 
 
 def test_top_level_not_a_list(tmp_path):
@@ -339,5 +341,11 @@ def test_builder_config_errors(tmp_path):
         ConversationsBuilder({"files": [{"path": "x.json"}], "template": "nope"})
     with pytest.raises(ConfigError, match="batching must be one of grouped, packed, random"):
         ConversationsBuilder({"files": [{"path": "x.json"}], "batching": "sorted"})
+    with pytest.raises(ConfigError, match="batching must be one of grouped, packed, random"):
+        Config(
+            user_config={
+                "datasets": {"conversations": {"files": [{"path": "x.json"}], "batching": "sorted"}}
+            }
+        )
     with pytest.raises(ConfigError, match="datasets.conversations"):
         ConversationsBuilder({"files": [{"path": "x.json"}], "max_lenght": 10})

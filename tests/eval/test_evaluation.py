@@ -16,14 +16,12 @@ import torch
 import yaml
 from torch.utils.data import Dataset, IterableDataset
 
-from xraygpt.common.config import REPO_ROOT, ConfigError
+from xraygpt.common.config import REPO_ROOT, Config, ConfigError
 from xraygpt.common.generation import GenerationOptions
 from xraygpt.data.annotations import Annotation
 from xraygpt.eval.evaluation import (
-    check_eval_prompt,
     compute_baselines,
     generate_reports,
-    generation_of,
     merge_shards,
     raw_reports,
     skipped_image_ids,
@@ -78,18 +76,13 @@ class Echo(torch.nn.Module):
 
 
 def test_generation_settings() -> None:
-    from omegaconf import OmegaConf
-
-    from xraygpt.common.config import RunConfig
-
+    # checked when the config loads, before any model is built
     with pytest.raises(ConfigError, match="run.eval_prompt must hold <ImageHere> exactly once"):
-        check_eval_prompt("Describe the image.")
-    run = OmegaConf.structured(RunConfig)
-    run.num_beams = 0
+        Config(user_config={"run": {"eval_prompt": "Describe the image."}})
     with pytest.raises(ConfigError, match="num_beams"):
-        generation_of(run)
-    run.num_beams, run.max_new_tokens = 1, 6
-    assert generation_of(run) == OPTIONS
+        Config(user_config={"run": {"num_beams": 0}})
+    run = Config(user_config={"run": {"num_beams": 1, "max_new_tokens": 6}}).run_cfg
+    assert GenerationOptions.from_run_config(run) == OPTIONS
     assert OPTIONS.as_kwargs() == {
         "num_beams": 1, "max_new_tokens": 6, "min_new_tokens": 1, "repetition_penalty": 1.0,
         "length_penalty": 1.0, "do_sample": False, "temperature": 1.0, "top_p": 0.9,
@@ -146,10 +139,11 @@ def test_merge_drops_repeated_images() -> None:
 
 
 def test_bad_loop_arguments() -> None:
+    # run.batch_size_eval and run.max_samples are checked when the config loads
     with pytest.raises(ConfigError, match="batch_size_eval"):
-        generate_reports(Echo(), Items(2), PROMPT, OPTIONS, batch_size=0)
+        Config(user_config={"run": {"batch_size_eval": 0}})
     with pytest.raises(ConfigError, match="max_samples"):
-        generate_reports(Echo(), Items(2), PROMPT, OPTIONS, max_samples=0)
+        Config(user_config={"run": {"max_samples": 0}})
 
     class Short(Echo):
         def generate(self, images, prompts, **kwargs):

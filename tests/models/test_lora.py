@@ -8,6 +8,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from xraygpt.common.config import ConfigError
+from xraygpt.common.errors import XrayGPTError
 from xraygpt.models import lora
 from xraygpt.models.lora import LoraSettings, apply_lora, linear_layer_names
 from xraygpt.models.mini_gpt4 import MiniGPT4
@@ -60,6 +62,29 @@ def test_settings_defaults_are_fastchats_recipe_and_unknown_keys_fail():
         LoraSettings.from_mapping({"rank": 4}, "model.lora")
     with pytest.raises(ValueError, match="rank must be >= 1"):
         LoraSettings(r=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: LoraSettings.from_mapping({"rank": 4}),
+            r"model.lora: unknown key\(s\) \['rank'\]",
+        ),
+        (lambda: LoraSettings(r=0), r"model.lora.r=0: the adapter rank must be >= 1"),
+        (lambda: LoraSettings(alpha=0), r"model.lora.alpha=0: .* must be > 0"),
+        (lambda: LoraSettings(dropout=1.0), r"model.lora.dropout=1.0: must be in \[0, 1\)"),
+        (lambda: LoraSettings(target_modules=[]), "model.lora.target_modules is empty"),
+        (
+            lambda: apply_lora(tiny_llama(), LoraSettings(target_modules=["qkv"])),
+            r"model.lora.target_modules: \['qkv'\] are not linear layers",
+        ),
+    ],
+)
+def test_option_errors_are_project_errors_naming_the_key(make, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        make()
+    assert isinstance(err.value, XrayGPTError) and isinstance(err.value, ValueError)
 
 
 def test_unknown_target_module_lists_the_models_linear_layers():
@@ -117,6 +142,10 @@ def test_qlora_without_cuda_is_a_clear_error(monkeypatch):
         MiniGPT4(
             MiniGPT4.default_config("tiny", {**FROZEN_ENCODERS, "lora": {"quantize_4bit": True}})
         )
+    # a project error (one line from an entry point) that old `except RuntimeError` still catches
+    with pytest.raises(lora.QLoraUnavailableError, match="Set model.lora.quantize_4bit=false"):
+        lora.quantized_load_kwargs(settings)
+    assert issubclass(lora.QLoraUnavailableError, ConfigError)
 
 
 def test_qlora_without_bitsandbytes_is_a_clear_error(monkeypatch):

@@ -17,6 +17,7 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from tests.tiny_models import SMALL_MODEL_OVERRIDES
 from xraygpt.common.config import ConfigError
+from xraygpt.common.errors import MissingFileError
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.train import fsdp
 
@@ -140,3 +141,9 @@ def test_lora_adapters_shard_too_and_only_they_are_saved(one_process_group, tmp_
         n for n, p in model.named_parameters() if p.requires_grad and ".lora_" in n
     }
     assert len(saved) == 2 + 8
+
+
+def test_a_path_that_is_not_a_sharded_checkpoint_is_a_project_error(tmp_path):
+    (tmp_path / "checkpoint_last.pth").write_bytes(b"")
+    with pytest.raises(MissingFileError, match="not a sharded checkpoint folder.*run.fsdp"):
+        fsdp.load_sharded(torch.nn.Linear(2, 2), None, tmp_path / "checkpoint_last.pth")

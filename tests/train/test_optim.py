@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from tests.train.runner_toys import make_runner
-from xraygpt.common.config import ConfigError, RunConfig
+from xraygpt.common.config import Config, ConfigError, RunConfig
 from xraygpt.train.optim import build_optimizer, param_groups, resolve_precision
 
 
@@ -46,7 +46,7 @@ def test_build_optimizer_uses_the_recipe():
 
 
 def test_a_fully_frozen_model_is_an_error():
-    with pytest.raises(ValueError, match="no trainable parameters.*freeze_"):
+    with pytest.raises(ConfigError, match="no trainable parameters.*model.freeze_"):
         param_groups(nn.Linear(2, 2).requires_grad_(False), 0.05)
 
 
@@ -81,8 +81,8 @@ def test_cuda_prefers_bf16_then_fp16_with_a_scaler(monkeypatch):
 
 
 def test_unknown_amp_dtype_is_an_error():
-    with pytest.raises(ConfigError, match="run.amp_dtype='fp8'"):
-        resolve_precision(CPU, amp=True, amp_dtype="fp8")
+    with pytest.raises(ConfigError, match="run.amp_dtype='fp8': choose one of auto, bf16, fp16"):
+        Config(user_config={"run": {"amp_dtype": "fp8"}})
 
 
 def test_fp16_with_scaler_trains_on_cpu(tmp_path):

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from xraygpt.common.config import Config, ConfigError
+from xraygpt.common.config import Config, ConfigError, check_wandb_config
 from xraygpt.common.launch import seed_everything
 from xraygpt.train.runner import RunnerBase
 from xraygpt.train.tasks.image_text_pretrain import ImageTextPretrainTask
-from xraygpt.train.tracking import Tracker, check_wandb_config, evaluation_scalars
+from xraygpt.train.tracking import Tracker, evaluation_scalars
 
 TRAIN_TAGS = {
     "train/loss", "train/lr", "train/samples_per_s", "train/grad_norm", "train/bad_images",

@@ -10,11 +10,14 @@ from four layers, each overriding the one before:
 3. ``--options a.b=c ...`` on the command line.
 
 Each section is then checked against a typed schema (a dataclass), so that a
-misspelt key fails here and not hours into a run.
+misspelt key fails here and not hours into a run; then the rules on values that
+a type cannot state: the ``run`` keys' in :func:`check_run_config`, a dataset's
+in its builder's ``check_config``. Code that reads a loaded config trusts it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from xraygpt.common.constants import IMAGE_PLACEHOLDER
 from xraygpt.common.errors import MissingFileError, XrayGPTError
 from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.registry import registry
@@ -101,6 +105,100 @@ class RunConfig:
     dist_url: str = "env://"
 
 
+AMP_DTYPES = ("auto", "bf16", "fp16")
+WANDB_MODES = ("offline", "online")
+# run.* keys with a lower bound: (key, minimum, what the bound's edge means)
+_RUN_MINIMUMS = (
+    ("max_epoch", 1, ""),
+    ("iters_per_epoch", 1, ""),
+    ("warmup_steps", 0, ""),
+    ("min_lr", 0, ""),
+    ("warmup_lr", 0, ""),
+    ("accum_grad_iters", 1, ""),
+    ("batch_size_train", 1, ""),
+    ("max_bad_steps", 1, ""),
+    ("log_freq", 1, ""),
+    ("keep_last_checkpoints", 0, " (0 keeps every checkpoint)"),
+    ("batch_size_eval", 1, ""),
+    ("bootstrap", 0, " (resamples of the 95 % intervals; 0 = none)"),
+)
+
+
+def check_wandb_config(value: Any) -> dict[str, str] | None:
+    """``run.wandb`` as ``{"project", "mode"}``, or ``None`` when unset."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"run.wandb must be a mapping {{project: NAME, mode: offline|online}} or null, "
+            f"got {value!r}"
+        )
+    unknown = sorted(set(value) - {"project", "mode"})
+    if unknown:
+        raise ConfigError(f"run.wandb: unknown key(s) {', '.join(unknown)}; keys: project, mode")
+    project, mode = value.get("project"), value.get("mode", "offline")
+    if not isinstance(project, str) or not project:
+        raise ConfigError("run.wandb.project must name the W&B project, e.g. xraygpt")
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"run.wandb.mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+    return {"project": project, "mode": mode}
+
+
+def check_run_config(run: DictConfig, output_dir: Path) -> None:
+    """The rules on ``run`` values that their types cannot state; a ConfigError names the key.
+
+    ``Config`` runs them at load, so the runner, the schedulers and the evaluation
+    loop read values that are known to fit.
+    """
+    for key, minimum, meaning in _RUN_MINIMUMS:
+        if run[key] < minimum:
+            raise ConfigError(f"run.{key}={run[key]}: must be >= {minimum}{meaning}")
+    if run.init_lr <= 0:
+        raise ConfigError(f"run.init_lr={run.init_lr}: the peak learning rate must be > 0")
+    if run.lr_sched == "linear_warmup_step_lr" and (run.decay_rate is None or run.decay_rate <= 0):
+        raise ConfigError(
+            f"linear_warmup_step_lr needs run.decay_rate > 0 (the factor applied per epoch); "
+            f"got {run.decay_rate!r}"
+        )
+    accum = run.accum_grad_iters
+    # A checkpoint in the middle of an accumulation window would lose the
+    # gradients gathered so far, so checkpoints fall on window ends only.
+    if run.iters_per_epoch % accum:
+        raise ConfigError(
+            f"run.iters_per_epoch={run.iters_per_epoch} must be a multiple of "
+            f"run.accum_grad_iters={accum}"
+        )
+    if run.save_every_iters is not None and (
+        run.save_every_iters < 1 or run.save_every_iters % accum
+    ):
+        raise ConfigError(
+            f"run.save_every_iters={run.save_every_iters} must be a positive multiple "
+            f"of run.accum_grad_iters={accum} (or null)"
+        )
+    if run.amp_dtype not in AMP_DTYPES:
+        raise ConfigError(f"run.amp_dtype={run.amp_dtype!r}: choose one of {', '.join(AMP_DTYPES)}")
+    check_wandb_config(run.wandb)
+    if run.resume not in (None, "auto"):
+        raise ConfigError(
+            f"run.resume={run.resume!r}: the only value is 'auto' (newest checkpoint in "
+            f"{output_dir}); name a file with run.resume_ckpt_path"
+        )
+    if run.max_samples is not None and run.max_samples < 1:
+        raise ConfigError(
+            f"run.max_samples={run.max_samples}: must be >= 1, or null for the whole split"
+        )
+    if run.eval_prompt.count(IMAGE_PLACEHOLDER) != 1:
+        raise ConfigError(
+            f"run.eval_prompt must hold {IMAGE_PLACEHOLDER} exactly once, got {run.eval_prompt!r}"
+        )
+    try:
+        GenerationOptions.from_run_config(run)
+    except ValueError as err:
+        raise ConfigError(
+            f"run.num_beams / run.max_new_tokens / run.min_new_tokens: {err}"
+        ) from err
+
+
 def parse_options(options: list[str] | None) -> DictConfig:
     """Turn ``["run.init_lr=3e-5", "model.freeze_vit=false"]`` into a config.
 
@@ -161,6 +259,14 @@ def _validated(schema: type, section: Any, where: str) -> DictConfig:
         return OmegaConf.merge(OmegaConf.structured(schema), section)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{where}: {err.msg if hasattr(err, 'msg') else err}") from err
+
+
+def _with_source(check: Any, *args: Any, source: str) -> None:
+    """Run ``check(*args)``; a ConfigError it raises also names the config file."""
+    try:
+        check(*args)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from err
 
 
 def model_default_config(arch: str, model_type: str) -> DictConfig:
@@ -244,16 +350,19 @@ class Config:
         for name, ds_cfg in (merged.get("datasets") or {}).items():
             builder_cls = registry.get_builder_class(str(name))
             schema = getattr(builder_cls, "config_class", None)
-            datasets[str(name)] = (
-                _validated(schema, ds_cfg, f"{source}: datasets.{name}") if schema else ds_cfg
-            )
+            section = _validated(schema, ds_cfg, f"{source}: datasets.{name}") if schema else ds_cfg
+            check = getattr(builder_cls, "check_config", None)
+            if check is not None:
+                _with_source(check, section, source=source)
+            datasets[str(name)] = section
         sections["datasets"] = datasets
         sections["run"] = _validated(RunConfig, merged.get("run") or {}, f"{source}: run")
         self.config: DictConfig = OmegaConf.create(sections)
-        # Fail now, not later, on a misspelt task / runner / scheduler name.
+        # Fail now, not later, on a misspelt task / runner / scheduler name, or a bad value.
         registry.get_task_class(self.run_cfg.task)
         registry.get_runner_class(self.run_cfg.runner)
         registry.get_lr_scheduler_class(self.run_cfg.lr_sched)
+        _with_source(check_run_config, self.run_cfg, self.output_dir, source=source)
 
     @property
     def model_cfg(self) -> DictConfig:

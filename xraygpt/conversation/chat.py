@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from xraygpt.common.constants import IMAGE_PLACEHOLDER
-from xraygpt.common.errors import MissingFileError, XrayGPTError
+from xraygpt.common.errors import MissingFileError, UsageError, XrayGPTError
 from xraygpt.common.generation import CHAT_GENERATION
 from xraygpt.conversation.templates import IMAGE_MESSAGE, Conversation, get_conv_template
 
@@ -187,9 +187,9 @@ class Chat:
         max_length = int(gen.pop("max_length", None) or self.max_length)
         options = CHAT_GENERATION.updated(**gen).as_kwargs()
         if options["max_new_tokens"] >= max_length:
-            raise ValueError(
+            raise UsageError(
                 f"max_new_tokens={options['max_new_tokens']} leaves no room for the context "
-                f"in max_length={max_length}"
+                f"in max_length={max_length}: ask for fewer new tokens"
             )
         if not conv.messages or conv.messages[-1][0] != conv.roles[0]:
             raise ValueError("nothing to answer: ask() a question (or upload an image) first")

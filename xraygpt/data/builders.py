@@ -111,29 +111,34 @@ class CaptionBuilder:
 
     @classmethod
     def resolve_config(cls, cfg: DictConfig | dict | None) -> DictConfig:
-        """Default YAML < ``cfg``, checked against :attr:`config_class`."""
-        where = f"datasets.{cls.name}"
+        """Default YAML < ``cfg``, checked against :attr:`config_class` and :meth:`check_config`."""
         try:
             merged = OmegaConf.merge(
                 OmegaConf.structured(cls.config_class), cls.default_config(), cfg or {}
             )
         except OmegaConfBaseException as err:
-            raise ConfigError(f"{where}: {getattr(err, 'msg', err)}") from err
-        if merged.data_type not in DATA_TYPES:
+            raise ConfigError(f"datasets.{cls.name}: {getattr(err, 'msg', err)}") from err
+        cls.check_config(merged)
+        return merged
+
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        """The rules on values that the schema's types cannot state (``Config`` runs them
+        at load, :meth:`resolve_config` for a builder made from a plain mapping)."""
+        where = f"datasets.{cls.name}"
+        if cfg.data_type not in DATA_TYPES:
             raise ConfigError(
-                f"{where}.data_type must be one of {', '.join(DATA_TYPES)}, "
-                f"got {merged.data_type!r}"
+                f"{where}.data_type must be one of {', '.join(DATA_TYPES)}, got {cfg.data_type!r}"
             )
-        if merged.on_bad_image not in ON_BAD_IMAGE:
+        if cfg.on_bad_image not in ON_BAD_IMAGE:
             raise ConfigError(
                 f"{where}.on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, "
-                f"got {merged.on_bad_image!r}"
+                f"got {cfg.on_bad_image!r}"
             )
-        if merged.min_image_size < 0:
-            raise ConfigError(f"{where}.min_image_size must be >= 0, got {merged.min_image_size}")
-        if merged.sample_ratio < 0:
-            raise ConfigError(f"{where}.sample_ratio must be >= 0, got {merged.sample_ratio}")
-        return merged
+        if cfg.min_image_size < 0:
+            raise ConfigError(f"{where}.min_image_size must be >= 0, got {cfg.min_image_size}")
+        if cfg.sample_ratio < 0:
+            raise ConfigError(f"{where}.sample_ratio must be >= 0, got {cfg.sample_ratio}")
 
     # -- paths ---------------------------------------------------------------
 

@@ -63,6 +63,7 @@ from torch.utils.data import Dataset
 
 from xraygpt.common.config import PACKAGE_ROOT, ConfigError, load_yaml
 from xraygpt.common.constants import IGNORE_INDEX
+from xraygpt.common.errors import DataError
 from xraygpt.common.registry import registry
 from xraygpt.conversation.templates import get_conv_template
 
@@ -83,7 +84,7 @@ ROLE_ALIASES = {
 }
 
 
-class ConversationFileError(ValueError):
+class ConversationFileError(DataError):
     """A conversation file that does not follow the FastChat / ShareGPT layout."""
 
 
@@ -314,9 +315,9 @@ class ConversationSFTDataset(Dataset):
             self.stats.answer_tokens += sum(label != IGNORE_INDEX for label in labels)
             sequences.append((ids, labels, truncated))
         if not sequences:
-            raise ValueError(
+            raise ConfigError(
                 f"dataset {name} ({split}): no conversation with an answer token within "
-                f"max_length {max_length}"
+                f"max_length {max_length}: raise datasets.{name}.max_length"
             )
         self.sequences = sequences
         self.stats.lengths = [len(ids) for ids, _, _ in sequences]
@@ -505,35 +506,41 @@ class ConversationsBuilder:
     )
 
     def __init__(self, cfg: Any = None) -> None:
-        where = f"datasets.{self.name}"
         default = load_yaml(PACKAGE_ROOT / self.DATASET_CONFIG_DICT["default"]).datasets[self.name]
         try:
             self.config = OmegaConf.merge(
                 OmegaConf.structured(ConversationsConfig), default, cfg or {}
             )
         except OmegaConfBaseException as err:
-            raise ConfigError(f"{where}: {getattr(err, 'msg', err)}") from err
+            raise ConfigError(f"datasets.{self.name}: {getattr(err, 'msg', err)}") from err
+        # Not a rule of check_config: the default section, which lists no files yet, loads.
         if not self.config.files:
             raise ConfigError(
-                f"{where}.files is empty: list the conversation files, e.g. "
+                f"datasets.{self.name}.files is empty: list the conversation files, e.g. "
                 f"[{{path: dataset/conversations/radiology_train.json, ratio: 1.0, split: train}}]"
             )
-        for i, item in enumerate(self.config.files):
+        self.check_config(self.config)
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        """The rules on values that the schema's types cannot state (``Config`` runs them
+        at load, ``__init__`` for a builder made from a plain mapping)."""
+        where = f"datasets.{cls.name}"
+        for i, item in enumerate(cfg.files):
             if OmegaConf.is_missing(item, "path"):
                 raise ConfigError(f"{where}.files[{i}] needs a path")
             if item.ratio < 0:
                 raise ConfigError(f"{where}.files[{i}].ratio must be >= 0, got {item.ratio}")
         try:
-            get_conv_template(self.config.template)
+            get_conv_template(cfg.template)
         except KeyError as err:
             raise ConfigError(f"{where}.template: {err.args[0]}") from err
-        if self.config.batching not in BATCHING:
+        if cfg.batching not in BATCHING:
             raise ConfigError(
-                f"{where}.batching must be one of {', '.join(BATCHING)}, "
-                f"got {self.config.batching!r}"
+                f"{where}.batching must be one of {', '.join(BATCHING)}, got {cfg.batching!r}"
             )
-        if self.config.max_length < 2:
-            raise ConfigError(f"{where}.max_length must be >= 2, got {self.config.max_length}")
+        if cfg.max_length < 2:
+            raise ConfigError(f"{where}.max_length must be >= 2, got {cfg.max_length}")
 
     @property
     def conversation_files(self) -> list[tuple[Path, float, str]]:
@@ -560,9 +567,10 @@ class ConversationsBuilder:
                 [(r, ratio) for r, ratio, _ in groups], self.config.mix_seed
             )
             if not records:
-                raise ValueError(
+                raise ConfigError(
                     f"datasets.{self.name}: the {split} split has no conversation "
-                    f"(files {[p for _, _, p in groups]}, ratios {[r for _, r, _ in groups]})"
+                    f"(files {[p for _, _, p in groups]}, ratios {[r for _, r, _ in groups]}); "
+                    f"give one of its files a ratio > 0 in datasets.{self.name}.files"
                 )
             corpora[split] = ConversationCorpus(
                 records=records,

@@ -38,30 +38,10 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from xraygpt.common import dist
 from xraygpt.common.config import ConfigError
-from xraygpt.common.constants import IMAGE_PLACEHOLDER
 from xraygpt.common.generation import GenerationOptions
 from xraygpt.common.io import atomic_write_json
 
 log = logging.getLogger(__name__)
-
-
-def check_eval_prompt(prompt: str) -> str:
-    """``run.eval_prompt``, which must hold the image slot exactly once."""
-    if prompt.count(IMAGE_PLACEHOLDER) != 1:
-        raise ConfigError(
-            f"run.eval_prompt must hold {IMAGE_PLACEHOLDER} exactly once, got {prompt!r}"
-        )
-    return prompt
-
-
-def generation_of(run_cfg: Any) -> GenerationOptions:
-    """The ``run.*`` generation keys as options; a bad value is a ConfigError naming them."""
-    try:
-        return GenerationOptions.from_run_config(run_cfg)
-    except ValueError as err:
-        raise ConfigError(
-            f"run.num_beams / run.max_new_tokens / run.min_new_tokens: {err}"
-        ) from err
 
 
 def place_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -147,14 +127,12 @@ def generate_reports(
     """This rank's generated reports, in split order.
 
     Each item: ``index`` (position in the split), ``image_id``, ``generated``
-    and ``caption`` (the processed caption of the sample).
+    and ``caption`` (the processed caption of the sample). ``batch_size`` (>= 1) and
+    ``max_samples`` (>= 1 or None) are ``run.batch_size_eval`` and ``run.max_samples``,
+    checked when the config loads.
     """
     from tqdm import tqdm
 
-    if batch_size < 1:
-        raise ConfigError(f"run.batch_size_eval must be >= 1, got {batch_size}")
-    if max_samples is not None and max_samples < 1:
-        raise ConfigError(f"run.max_samples must be >= 1 or null, got {max_samples}")
     core = getattr(model, "module", model)  # DDP-wrapped or not
     core.eval()
     total, batches = _batches(dataset, batch_size, max_samples, rank, world_size, num_workers)
@@ -300,12 +278,8 @@ def evaluate_split(
             "evaluating the train split: it is read with the train processors (random crops), "
             "so its reports change from run to run"
         )
-    prompt = check_eval_prompt(str(run.eval_prompt))
-    options = generation_of(run)
-    if int(run.bootstrap) < 0:
-        raise ConfigError(
-            f"run.bootstrap={run.bootstrap}: resamples must be >= 0 (0 = no intervals)"
-        )
+    prompt = str(run.eval_prompt)
+    options = GenerationOptions.from_run_config(run)
     rank, world_size = dist.get_rank(), dist.get_world_size()
     started = time.perf_counter()
     local = generate_reports(

@@ -30,7 +30,8 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from xraygpt.common.config import default_yaml_of, require_path, resolve_path
+from xraygpt.common.config import ConfigError, default_yaml_of, require_path, resolve_path
+from xraygpt.common.errors import CheckpointError
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
 from xraygpt.models.llm import (
@@ -73,7 +74,7 @@ def as_causal_lm_config(cfg: Any) -> DictConfig:
     try:
         return OmegaConf.merge(OmegaConf.structured(CausalLMConfig), cfg)
     except OmegaConfBaseException as err:
-        raise ValueError(f"model config (causal_lm): {getattr(err, 'msg', err)}") from err
+        raise ConfigError(f"model config (causal_lm): {getattr(err, 'msg', err)}") from err
 
 
 def build_tokenizer(cfg: Any) -> PreTrainedTokenizerBase:
@@ -91,11 +92,13 @@ def llm_tensors(obj: Any, source: str) -> dict[str, torch.Tensor]:
     """The ``llama_model.*`` tensors of a checkpoint, prefix removed."""
     state = obj.get("model", obj) if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping):
-        raise ValueError(f"{source}: not a checkpoint (a mapping of tensors, or one under 'model')")
+        raise CheckpointError(
+            f"{source}: not a checkpoint (a mapping of tensors, or one under 'model')"
+        )
     found = {k[len(LLM_PREFIX) :]: v for k, v in state.items() if k.startswith(LLM_PREFIX)}
     if not found:
         keys = sorted(state)[:5]
-        raise ValueError(
+        raise CheckpointError(
             f"{source} holds no {LLM_PREFIX}* tensors (first keys: {keys}); model.ckpt of a "
             f"causal_lm takes a checkpoint that trained the LLM (a mini_gpt4 stage-2 or "
             f"causal_lm run with full fine-tuning)"
@@ -128,7 +131,7 @@ class CausalLM(nn.Module):
         if folder is not None:
             folder = require_path(cfg.llama_model, "llama_model", folder=True)
             if cfg.llama_config:
-                raise ValueError(
+                raise ConfigError(
                     "model.llama_config overrides a preset; it cannot change a pretrained "
                     f"LLM loaded from model.llama_model={cfg.llama_model}"
                 )
@@ -141,7 +144,7 @@ class CausalLM(nn.Module):
             # A meta build without a folder (the validator's, when the folder failed) sizes 7B.
             preset = cfg.llama_preset or ("llama-7b" if meta else None)
             if not preset:
-                raise ValueError(
+                raise ConfigError(
                     "model.llama_model is empty and model.llama_preset is not set: name a "
                     "Vicuna folder, or a preset (llama-7b, llama-13b, tiny)"
                 )
@@ -149,9 +152,10 @@ class CausalLM(nn.Module):
             llm = build_random_llm(config, dtype)
             self.llm_source = f"preset {preset} (random init)"
         if len(self.llama_tokenizer) > llm.config.vocab_size:
-            raise ValueError(
+            raise ConfigError(
                 f"the tokenizer has {len(self.llama_tokenizer)} tokens but the LLM's "
-                f"vocabulary holds {llm.config.vocab_size}: they do not belong together"
+                f"vocabulary holds {llm.config.vocab_size}: they do not belong together; "
+                f"name the LLM's own tokenizer in model.tokenizer (empty: model.llama_model's)"
             )
         self.llama_model: nn.Module = llm
         # What model.ckpt must match: the plain LLM's tensors, whatever adapters come later.
@@ -213,7 +217,7 @@ class CausalLM(nn.Module):
             if k in own and tuple(v.shape) != tuple(own[k].shape)
         ]
         if bad:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: shapes do not match this LLM ({'; '.join(bad[:3])}): the "
                 f"checkpoint belongs to another architecture (model.llama_config)"
             )
@@ -221,7 +225,7 @@ class CausalLM(nn.Module):
         # A tied output head is not saved separately; anything else missing is an error.
         missing = [k for k in result.missing_keys if k != "lm_head.weight" or not self._tied()]
         if missing or result.unexpected_keys:
-            raise ValueError(
+            raise CheckpointError(
                 f"{source}: {LLM_PREFIX}* tensors do not match this LLM: missing "
                 f"{missing[:5]}, unexpected {list(result.unexpected_keys)[:5]}"
             )

@@ -25,6 +25,7 @@ import random
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,6 @@ from xraygpt.common.io import atomic_torch_save
 log = logging.getLogger(__name__)
 
 LAST_NAME = "checkpoint_last.pth"
-_NUMBERED = re.compile(r"^checkpoint_(\d+)\.pth$")
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -96,15 +96,20 @@ def restore_rng_state(state: dict[str, Any]) -> None:
             log.warning("checkpoint has a CUDA RNG state but CUDA is unavailable: not restored")
 
 
-def numbered_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
-    """``(step, path)`` of every ``checkpoint_<step>.pth`` in ``folder``, oldest first."""
+def numbered_checkpoints(
+    folder: str | Path, suffix: str = ".pth", complete: Callable[[Path], bool] = Path.is_file
+) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every complete ``checkpoint_<step><suffix>`` in ``folder``, oldest
+    first: the runner's files by default, FSDP's folders with ``suffix=""`` and their test
+    of completeness."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
+    numbered = re.compile(rf"^checkpoint_(\d+){re.escape(suffix)}$")
     found = []
     for path in folder.iterdir():
-        match = _NUMBERED.match(path.name)
-        if match:
+        match = numbered.match(path.name)
+        if match and complete(path):
             found.append((int(match.group(1)), path))
     return sorted(found)
 
@@ -155,10 +160,17 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return stale
 
 
-def find_latest_checkpoint(folder: str | Path) -> Path | None:
-    """The newest checkpoint in ``folder``: ``checkpoint_last.pth``, else the highest step."""
+def find_latest_checkpoint(
+    folder: str | Path,
+    suffix: str = ".pth",
+    complete: Callable[[Path], bool] = Path.is_file,
+    last: str | None = LAST_NAME,
+) -> Path | None:
+    """The newest complete checkpoint in ``folder``: ``last``, the name of the newest that
+    its writer keeps, when it is complete, else the highest step (see
+    :func:`numbered_checkpoints` for ``suffix`` and ``complete``)."""
     folder = Path(folder)
-    if (folder / LAST_NAME).is_file():
-        return folder / LAST_NAME
-    numbered = numbered_checkpoints(folder)
+    if last is not None and complete(folder / last):
+        return folder / last
+    numbered = numbered_checkpoints(folder, suffix, complete)
     return numbered[-1][1] if numbered else None

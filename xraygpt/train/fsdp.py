@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -48,13 +47,14 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from xraygpt.common import dist
 from xraygpt.common.config import ConfigError
+from xraygpt.common.errors import CheckpointError, MissingFileError
 from xraygpt.common.io import atomic_torch_save, atomic_write_json, load_checkpoint
+from xraygpt.train.checkpoint import find_latest_checkpoint, numbered_checkpoints
 
 log = logging.getLogger(__name__)
 
 LAST_NAME = "checkpoint_last.json"
 META_NAME = "meta.pth"
-_FOLDER = re.compile(r"^checkpoint_(\d+)$")
 _PARTIAL_PREFIX = ".partial_checkpoint_"
 # Only trained tensors go in a checkpoint (frozen ones come from the model's own weights).
 _TRAINABLE_ONLY = StateDictOptions(ignore_frozen_params=True, strict=False)
@@ -172,27 +172,14 @@ def full_norm(norm: torch.Tensor) -> float:
 
 def checkpoint_folders(folder: str | Path) -> list[tuple[int, Path]]:
     """``(step, path)`` of every complete ``checkpoint_<step>/`` folder, oldest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = []
-    for path in folder.iterdir():
-        match = _FOLDER.match(path.name)
-        if match and (path / META_NAME).is_file():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+    return numbered_checkpoints(folder, suffix="", complete=is_sharded_checkpoint)
 
 
 def find_latest(folder: str | Path) -> Path | None:
     """The newest sharded checkpoint in ``folder``: the one ``checkpoint_last.json`` names."""
-    folder = Path(folder)
-    last = folder / LAST_NAME
-    if last.is_file():
-        path = folder / json.loads(last.read_text())["folder"]
-        if (path / META_NAME).is_file():
-            return path
-    found = checkpoint_folders(folder)
-    return found[-1][1] if found else None
+    last = Path(folder) / LAST_NAME
+    named = json.loads(last.read_text())["folder"] if last.is_file() else None
+    return find_latest_checkpoint(folder, suffix="", complete=is_sharded_checkpoint, last=named)
 
 
 def is_sharded_checkpoint(path: str | Path) -> bool:
@@ -239,7 +226,10 @@ def load_sharded(
     """
     path = Path(path)
     if not is_sharded_checkpoint(path):
-        raise FileNotFoundError(f"{path} is not a sharded checkpoint folder (no {META_NAME})")
+        raise MissingFileError(
+            f"{path} is not a sharded checkpoint folder (no {META_NAME}): name a "
+            f"checkpoint_<step>/ folder that a run.fsdp run wrote"
+        )
     if optimizer is None:
         state = {"model": _trainable_tensors(model)}
     else:
@@ -248,9 +238,10 @@ def load_sharded(
     try:
         dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_dist())
     except Exception as err:  # noqa: BLE001 - re-raised with the folder named
-        raise RuntimeError(
+        raise CheckpointError(
             f"cannot load the sharded checkpoint {path} into this model: {err}. Was it written "
-            f"with other freeze_* / lora settings or another model?"
+            f"with other model.freeze_* / model.lora settings or another model? Resume with "
+            f"the settings it was written with"
         ) from err
     if optimizer is not None:
         set_state_dict(

@@ -23,7 +23,8 @@ from xraygpt.common.registry import registry
 
 
 class _WarmupScheduler:
-    """Shared part: validation, warm-up, writing the rate into the optimizer."""
+    """Shared part: warm-up, writing the rate into the optimizer. The settings are checked
+    when the config loads (:func:`xraygpt.common.config.check_run_config`)."""
 
     name = ""
 
@@ -38,22 +39,6 @@ class _WarmupScheduler:
         warmup_lr: float,
         warmup_steps: int = 0,
     ) -> None:
-        values = {
-            "max_epoch": max_epoch,
-            "iters_per_epoch": iters_per_epoch,
-            "warmup_steps": warmup_steps,
-            "init_lr": init_lr,
-            "min_lr": min_lr,
-            "warmup_lr": warmup_lr,
-        }
-        minimum = {"max_epoch": 1, "iters_per_epoch": 1}
-        for key, value in values.items():
-            too_small = value < minimum.get(key, 0) or (key == "init_lr" and value == 0)
-            if too_small:
-                raise ConfigError(
-                    f"{self.name}: invalid run.{key}={value!r} (max_epoch and "
-                    f"iters_per_epoch must be >= 1, init_lr > 0, the others >= 0)"
-                )
         self.optimizer = optimizer
         self.max_epoch = max_epoch
         self.iters_per_epoch = iters_per_epoch
@@ -89,9 +74,10 @@ class _WarmupScheduler:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("name", self.name) != self.name:
-            raise ValueError(
+            raise ConfigError(
                 f"checkpoint holds the state of lr scheduler {state.get('name')!r}, "
-                f"but this run uses {self.name!r} (run.lr_sched)"
+                f"but this run uses {self.name!r} (run.lr_sched): resume with "
+                f"run.lr_sched={state.get('name')}, or start a new run"
             )
         self.last_step = int(state["last_step"])
         if self.last_step >= 0:
@@ -136,13 +122,8 @@ class LinearWarmupStepLRScheduler(_WarmupScheduler):
 
     name = "linear_warmup_step_lr"
 
-    def __init__(self, optimizer: Optimizer, *, decay_rate: float | None, **kwargs: Any) -> None:
+    def __init__(self, optimizer: Optimizer, *, decay_rate: float, **kwargs: Any) -> None:
         super().__init__(optimizer, **kwargs)
-        if decay_rate is None or decay_rate <= 0:
-            raise ConfigError(
-                f"{self.name} needs run.decay_rate > 0 (the factor applied per epoch); "
-                f"got {decay_rate!r}"
-            )
         self.decay_rate = decay_rate
 
     def _after_warmup(self, step: int) -> float:

@@ -28,9 +28,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             continue
         (decay if param.ndim >= 2 else no_decay).append(param)
     if not decay and not no_decay:
-        raise ValueError(
-            "the model has no trainable parameters (all have requires_grad=False); "
-            "check the freeze_* options of the model config"
+        raise ConfigError(
+            "the model has no trainable parameters (all have requires_grad=False): set "
+            "one of the model.freeze_* options to false, or add model.lora adapters"
         )
     return [
         {"params": decay, "weight_decay": weight_decay},
@@ -72,19 +72,15 @@ class Precision:
         return f"{name} autocast" + (" with a gradient scaler" if self.scaler else "")
 
 
-AMP_DTYPES = ("auto", "bf16", "fp16")
-
-
 def resolve_precision(device: torch.device, amp: bool, amp_dtype: str = "auto") -> Precision:
     """Pick the precision of a run from ``run.amp`` and ``run.amp_dtype``.
 
     On CUDA, ``amp`` means bf16 where the card supports it (no scaler needed:
     bf16 has fp32's range) and fp16 with a gradient scaler otherwise. On the
     CPU the run stays fp32 unless ``amp_dtype`` asks for bf16 or fp16
-    explicitly, since CPU autocast is slow on most machines.
+    explicitly, since CPU autocast is slow on most machines. ``amp_dtype`` is one of
+    :data:`xraygpt.common.config.AMP_DTYPES`, checked when the config loads.
     """
-    if amp_dtype not in AMP_DTYPES:
-        raise ConfigError(f"run.amp_dtype={amp_dtype!r}: choose one of {', '.join(AMP_DTYPES)}")
     kind = device.type
     if not amp:
         return Precision(kind, None, None)

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 import xraygpt.train.fsdp as fsdp
 from xraygpt.common import dist
-from xraygpt.common.config import Config, ConfigError
+from xraygpt.common.config import Config
 from xraygpt.common.errors import CheckpointError, OutputExistsError, XrayGPTError
 from xraygpt.common.io import atomic_write_text, load_checkpoint
 from xraygpt.common.launch import seed_everything
@@ -53,7 +53,7 @@ from xraygpt.train.checkpoint import (
     trainable_state_dict,
 )
 from xraygpt.train.optim import Precision, build_optimizer, resolve_precision
-from xraygpt.train.tracking import Tracker, check_wandb_config
+from xraygpt.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -120,46 +120,8 @@ class RunnerBase:
         self._loader_factory = loader_factory
         self.fsdp = bool(self.run_cfg.fsdp)  # FSDP2 sharding instead of DDP (train/fsdp.py)
         self.tracker: Tracker | None = None  # TensorBoard / W&B, made when training starts
-        self._check_run_config()
 
     # ------------------------------------------------------------------ set-up
-
-    def _check_run_config(self) -> None:
-        run = self.run_cfg
-        accum = run.accum_grad_iters
-        if accum < 1:
-            raise ConfigError(f"run.accum_grad_iters={accum}: must be >= 1")
-        # A checkpoint in the middle of an accumulation window would lose the
-        # gradients gathered so far, so checkpoints fall on window ends only.
-        if run.iters_per_epoch % accum:
-            raise ConfigError(
-                f"run.iters_per_epoch={run.iters_per_epoch} must be a multiple of "
-                f"run.accum_grad_iters={accum}"
-            )
-        if run.save_every_iters is not None and (
-            run.save_every_iters < 1 or run.save_every_iters % accum
-        ):
-            raise ConfigError(
-                f"run.save_every_iters={run.save_every_iters} must be a positive multiple "
-                f"of run.accum_grad_iters={accum} (or null)"
-            )
-        if run.max_bad_steps < 1:
-            raise ConfigError(f"run.max_bad_steps={run.max_bad_steps}: must be >= 1")
-        if run.batch_size_train < 1:
-            raise ConfigError(f"run.batch_size_train={run.batch_size_train}: must be >= 1")
-        if run.log_freq < 1:
-            raise ConfigError(f"run.log_freq={run.log_freq}: must be >= 1")
-        if run.keep_last_checkpoints < 0:
-            raise ConfigError(
-                f"run.keep_last_checkpoints={run.keep_last_checkpoints}: must be >= 0 "
-                f"(0 keeps every checkpoint)"
-            )
-        check_wandb_config(run.wandb)
-        if run.resume not in (None, "auto"):
-            raise ConfigError(
-                f"run.resume={run.resume!r}: the only value is 'auto' (newest checkpoint in "
-                f"{self.output_dir}); name a file with run.resume_ckpt_path"
-            )
 
     @property
     def total_steps(self) -> int:

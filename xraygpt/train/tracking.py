@@ -27,35 +27,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from xraygpt.common.config import ConfigError
+from xraygpt.common.config import ConfigError, check_wandb_config
 
 log = logging.getLogger(__name__)
 
 TB_DIR = "tb"
 WANDB_ID_FILE = "wandb_run_id.txt"
-WANDB_MODES = ("offline", "online")
 # log.jsonl keys that are not curves
 _NOT_SCALARS = {"step", "epoch"}
-
-
-def check_wandb_config(value: Any) -> dict[str, str] | None:
-    """``run.wandb`` as ``{"project", "mode"}``, or ``None`` when unset."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            f"run.wandb must be a mapping {{project: NAME, mode: offline|online}} or null, "
-            f"got {value!r}"
-        )
-    unknown = sorted(set(value) - {"project", "mode"})
-    if unknown:
-        raise ConfigError(f"run.wandb: unknown key(s) {', '.join(unknown)}; keys: project, mode")
-    project, mode = value.get("project"), value.get("mode", "offline")
-    if not isinstance(project, str) or not project:
-        raise ConfigError("run.wandb.project must name the W&B project, e.g. xraygpt")
-    if mode not in WANDB_MODES:
-        raise ConfigError(f"run.wandb.mode must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
-    return {"project": project, "mode": mode}
 
 
 def _import_wandb() -> Any:
@@ -86,7 +65,7 @@ class Tracker:
         self.output_dir = Path(output_dir)
         self._tb = None
         self._wandb_run = None
-        wandb_cfg = check_wandb_config(wandb)  # checked on every rank: a typo fails everywhere
+        wandb_cfg = check_wandb_config(wandb)  # the settings with their defaults filled in
         wandb_module = _import_wandb() if wandb_cfg else None
         if not is_main:
             return

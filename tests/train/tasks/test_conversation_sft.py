@@ -1,6 +1,8 @@
 """conversation_sft: the task, the causal_lm model (full and LoRA), a short run, the tiny SFT."""
 
+import importlib.util
 import json
+import re
 import subprocess
 import sys
 
@@ -9,6 +11,7 @@ import torch
 
 from xraygpt.common.config import REPO_ROOT, Config, ConfigError
 from xraygpt.common.constants import IGNORE_INDEX
+from xraygpt.common.errors import run_main
 from xraygpt.common.registry import registry
 from xraygpt.data.caption_dataset import collate
 from xraygpt.data.conversations import ConversationSFTDataset
@@ -147,8 +150,12 @@ def test_config_errors(files, tmp_path):
             options(files, tmp_path, "model.lora_rank=4"),
         )
     cfg, task = job(files, tmp_path, "model.lora.target_modules=[qq_proj]")
-    with pytest.raises(ValueError, match="q_proj"):  # lists the LLM's linear layers
+    with pytest.raises(ConfigError, match="model.lora.target_modules.*q_proj"):  # lists them
         task.build_model(cfg)
+    with pytest.raises(ConfigError, match="model.llama_preset is not set"):
+        CausalLM(CausalLM.default_config("tiny", {"llama_preset": None}))
+    with pytest.raises(ConfigError, match="model config .causal_lm.*lora_rank"):
+        CausalLM.default_config("tiny", {"lora_rank": 4})
     cfg = Config(
         user_config={
             "model": {"arch": "mini_gpt4", "model_type": "tiny"},
@@ -157,6 +164,26 @@ def test_config_errors(files, tmp_path):
     )
     with pytest.raises(ConfigError, match="causal_lm"):
         registry.get_task_class("conversation_sft").setup_task(cfg).build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("model.lora.rank=4", r"model.lora: unknown key\(s\) \['rank'\]"),
+        ("model.lora.r=0", "model.lora.r=0: the adapter rank must be >= 1"),
+        ("model.lora.target_modules=[qq_proj]", r"model.lora.target_modules: \['qq_proj'\]"),
+    ],
+)
+def test_train_py_reports_a_lora_option_error_in_one_line(files, tmp_path, capsys, option, message):
+    spec = importlib.util.spec_from_file_location("xraygpt_train_entry", REPO_ROOT / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    argv = ["--cfg-path", str(REPO_ROOT / "train_configs/xraygpt_tiny_sft.yaml")]
+    assert run_main(entry.main, [*argv, "--options", *options(files, tmp_path, option)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and re.search(message, errors[0]), lines
+    assert not any(line.startswith("Traceback") for line in lines)
 
 
 def test_a_short_run_lowers_the_loss_and_saves_only_adapters(files, tmp_path, caplog):

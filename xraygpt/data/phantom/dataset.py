@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from xraygpt.common.config import ConfigError
@@ -96,11 +97,15 @@ class PhantomConversationsBuilder(PhantomBuilder):
     config_class = PhantomConversationsConfig
     DATASET_CONFIG_DICT = {"default": "configs/datasets/phantom_conversations/defaults.yaml"}
 
-    def build_datasets(self) -> dict[str, Dataset]:
-        if self.config.data_type != "images":
+    @classmethod
+    def check_config(cls, cfg: DictConfig) -> None:
+        super().check_config(cfg)
+        if cfg.data_type != "images":
             raise ConfigError(
                 "datasets.phantom_conversations reads image folders (data_type: images)"
             )
+
+    def build_datasets(self) -> dict[str, Dataset]:
         images = self._build_images()
         folder = self.storage / self.config.conversations_dir
         datasets: dict[str, Dataset] = {}
