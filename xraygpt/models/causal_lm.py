@@ -42,7 +42,7 @@ from xraygpt.models.llm import (
     parse_dtype,
     preset_config,
 )
-from xraygpt.models.mini_gpt4 import require_path, resolve_path
+from xraygpt.models.paths import require_path, resolve_path
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What a checkpoint fits: pure functions over key names and shapes.
 
-The model applies the result when it loads weights (:mod:`xraygpt.models.mini_gpt4`
+The model applies the result when it loads weights (:mod:`xraygpt.models.mini_gpt4_loading`
 raises on a misfit) and the set-up validator prints it without loading anything
 (``xraygpt.tools.validate.weight_checks``): one implementation, two readers.
 """

@@ -30,7 +30,7 @@ import xraygpt.models.convert as convert
 from xraygpt.common.constants import CHEXPERT_OBSERVATIONS, PHANTOM_FINDINGS
 from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
-from xraygpt.models.mini_gpt4 import require_path
+from xraygpt.models.paths import require_path
 from xraygpt.models.vision_encoders import build_vision_encoder
 
 log = logging.getLogger(__name__)

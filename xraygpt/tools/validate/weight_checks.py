@@ -345,7 +345,7 @@ def check_weights(out: Checklist, cfg: Any) -> ModelFacts:
 
 def _model_path(value: str) -> Path:
     """A model config path as the model resolves it (cwd first, then the repo root)."""
-    from xraygpt.models.mini_gpt4 import resolve_path
+    from xraygpt.models.paths import resolve_path
 
     return resolve_path(value) or Path(value)
 
