@@ -7,11 +7,12 @@ raises on a misfit) and the set-up validator prints it without loading anything
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import xraygpt.models.convert as convert
+from xraygpt.models.llm import llama_size
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -103,3 +104,28 @@ def model_ckpt_keys(state: Mapping[str, Any]) -> dict[str, Any]:
         if new is not None:
             mapped[new] = value
     return mapped
+
+
+def llama_proj_problems(
+    got: Sequence[int], hidden: int, width: int, llm: str = "the LLM"
+) -> list[str]:
+    """Why a checkpoint's ``llama_proj.weight`` of shape ``got`` does not project
+    ``width``-wide Q-Former tokens into an LLM of ``hidden`` size (``llm`` names it);
+    [] when it fits.
+
+    The LLM's size comes first and on its own: a checkpoint made for another LLM size
+    (13B against 7B) is the usual mistake, and the projection's output names that size.
+    """
+    got = tuple(got)
+    problems = []
+    if got[0] != hidden:
+        problems.append(
+            f"llama_proj maps {got[-1]} -> {got[0]} (weight {list(got)}), made for an LLM "
+            f"with {llama_size(got[0])}, but {llm} has {llama_size(hidden)}"
+        )
+    if len(got) != 2 or got[-1] != width:
+        problems.append(
+            f"llama_proj.weight {list(got)} takes {got[-1]}-wide tokens, but the Q-Former "
+            f"gives {width}-wide ones"
+        )
+    return problems

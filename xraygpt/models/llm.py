@@ -69,6 +69,9 @@ LLAMA_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The LLaMA size each hidden width belongs to: how a projection's shape names its LLM.
+LLAMA_SIZE_BY_HIDDEN = {4096: "7B", 5120: "13B", 6656: "33B", 8192: "65B/70B"}
+
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -77,6 +80,12 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+def llama_size(hidden: int) -> str:
+    """``"hidden 4096, a 7B LLaMA"``; just the width for a size without a release."""
+    size = LLAMA_SIZE_BY_HIDDEN.get(hidden)
+    return f"hidden {hidden}, a {size} LLaMA" if size else f"hidden {hidden}"
 
 
 def parse_dtype(name: str, key: str) -> torch.dtype:

@@ -7,13 +7,14 @@ hf``), in that order (docs/recipe.md §2). Every key and shape is compared first
 the file, never a silent partial load.
 
 The functions take the model (a :class:`~xraygpt.models.mini_gpt4.MiniGPT4`), whose
-methods of the same names call them.
+methods of the same names call them. :func:`frozen_random_parts` is the rule the
+set-up validator applies too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,47 @@ import xraygpt.models.hf_blip2 as hf_blip2
 from xraygpt.common.config import ConfigError
 from xraygpt.common.errors import CheckpointError, MissingFileError
 from xraygpt.common.io import load_checkpoint
-from xraygpt.models.checkpoint_fit import blip2_targets, fit_state, model_ckpt_keys, shapes_of
+from xraygpt.models.checkpoint_fit import (
+    blip2_targets,
+    fit_state,
+    llama_proj_problems,
+    model_ckpt_keys,
+    shapes_of,
+)
 from xraygpt.models.paths import require_path, resolve_path
 
 log = logging.getLogger(__name__)
 
-# The parts of the model, each loaded by some weight file or left at random init.
-PARTS = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "llama_proj", "llama_model")
+# Each part of the model: the freeze flag that keeps it as loaded, and the config key
+# of the file that fills it besides model.ckpt ("" = only model.ckpt does).
+PART_SOURCES: dict[str, tuple[str, str]] = {
+    "visual_encoder": ("freeze_vit", "vit_ckpt"),
+    "ln_vision": ("freeze_vit", "q_former_model"),
+    "Qformer": ("freeze_qformer", "q_former_model"),
+    "query_tokens": ("freeze_qformer", "q_former_model"),
+    "llama_proj": ("", ""),
+    "llama_model": ("freeze_llm", "llama_model"),
+}
+IMAGE_PARTS = ("visual_encoder", "ln_vision", "Qformer", "query_tokens")
+
+
+def frozen_random_parts(cfg: Any, filled: Iterable[str], *, images: bool = True) -> list[str]:
+    """The parts that stay frozen yet no file fills: training cannot fix their random weights.
+
+    ``cfg``: the ``model:`` section; ``filled``: the parts the ``model.ckpt`` files fill;
+    ``images``: False for a task that never runs the image side (then only the LLM counts).
+    A model type in the model class's ``RANDOM_INIT_MODEL_TYPES`` has them by design.
+    """
+    filled = set(filled)
+    return [
+        part
+        for part, (flag, key) in PART_SOURCES.items()
+        if (images or part not in IMAGE_PARTS)
+        and flag
+        and cfg.get(flag)
+        and not cfg.get(key)
+        and part not in filled
+    ]
 
 
 def ckpt_paths(value: Any) -> list[str]:
@@ -74,26 +109,17 @@ def load_pretrained(model: nn.Module) -> None:
             modules = load_ckpt_state(model, load_checkpoint(path, "model.ckpt"), str(path))
         for module in modules:
             got[module] = str(path)
-    random_init = [name for name in PARTS if name not in got]
+    random_init = [name for name in PART_SOURCES if name not in got]
     if random_init:
         log.info("random init (no weights loaded): %s", ", ".join(random_init))
-    frozen_random = _frozen_random(model, random_init)
+    frozen_random = frozen_random_parts(cfg, got)
     if frozen_random:
-        log.warning(
+        by_design = cfg.model_type in model.RANDOM_INIT_MODEL_TYPES
+        (log.info if by_design else log.warning)(
             "frozen but randomly initialised: %s; set the weight paths in the config "
             "(vit_ckpt, q_former_model, llama_model, ckpt) unless this is intended",
             ", ".join(frozen_random),
         )
-
-
-def _frozen_random(model: nn.Module, names: list[str]) -> list[str]:
-    out = []
-    for name in names:
-        part = getattr(model, name)
-        params = [part] if isinstance(part, nn.Parameter) else list(part.parameters())
-        if params and not any(p.requires_grad for p in params):
-            out.append(name)
-    return out
 
 
 def load_vit_state(model: nn.Module, obj: Any, source: str = "vision weights") -> None:
@@ -222,24 +248,18 @@ def load_fitting(
             f"{source} (model.ckpt) has {len(fit.unexpected)} tensor(s) this model does not "
             f"have: {_dotted(list(fit.unexpected))}; {origin}"
         )
-    _check_llama_proj(tensors, own, source)
+    proj = tensors.get("llama_proj.weight")
+    if proj is not None:
+        hidden, width = own["llama_proj.weight"].shape
+        problems = llama_proj_problems(proj.shape, hidden, width, "this model's LLM")
+        if problems:
+            raise CheckpointError(
+                f"{source}: " + "; ".join(problems) + ". The checkpoint belongs to an LLM "
+                "of another size (4096 = 7B, 5120 = 13B) or another Q-Former: use the "
+                "matching model.llama_model / model.llama_preset"
+            )
     if fit.mismatched:
         raise CheckpointError(
             f"{source}: shapes do not fit the model: " + "; ".join(fit.problems())
         )
     model.load_state_dict(tensors, strict=False)
-
-
-def _check_llama_proj(
-    tensors: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], source: str
-) -> None:
-    """A projection for an LLM of another size gets its own message: the usual mistake."""
-    proj = tensors.get("llama_proj.weight")
-    if proj is not None and proj.shape != own["llama_proj.weight"].shape:
-        raise CheckpointError(
-            f"{source}: llama_proj maps {proj.shape[1]} -> {proj.shape[0]} but this model "
-            f"needs {own['llama_proj.weight'].shape[1]} -> "
-            f"{own['llama_proj.weight'].shape[0]} (the LLM's hidden size). The checkpoint "
-            f"belongs to an LLM of another size (4096 = 7B, 5120 = 13B): use the matching "
-            f"model.llama_model / model.llama_preset"
-        )
