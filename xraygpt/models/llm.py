@@ -182,7 +182,8 @@ def build_llm(cfg: DictConfig, lora: LoraSettings | None, *, meta: bool) -> LLMP
     """mini_gpt4's tokenizer and LLM from its ``model:`` section (``cfg``), adapters on.
 
     ``meta`` marks a build on the meta device: a folder's architecture is read from its
-    ``config.json`` and a missing folder falls back to a preset.
+    ``config.json``, a missing folder falls back to a preset, and what a real build
+    would load is logged at DEBUG only.
     """
     dtype = parse_dtype(cfg.llm_dtype, "model.llm_dtype")
     if dtype != torch.float32 and not cfg.freeze_llm:
@@ -200,7 +201,7 @@ def build_llm(cfg: DictConfig, lora: LoraSettings | None, *, meta: bool) -> LLMP
     if folder is not None and not folder.is_dir():
         if not meta:
             require_path(cfg.llama_model, "llama_model", folder=True, hint=hint)
-        log.info("model.llama_model %s not found: the meta build uses a preset", folder)
+        log.debug("model.llama_model %s not found: the meta build uses a preset", folder)
         folder = None
 
     tok_path = resolve_path(cfg.tokenizer)
@@ -210,7 +211,7 @@ def build_llm(cfg: DictConfig, lora: LoraSettings | None, *, meta: bool) -> LLMP
         tok_path = folder
     else:
         # A random LLM has no tokenizer of its own; any LLaMA-layout one will do.
-        (log.info if meta else log.warning)(
+        (log.debug if meta else log.warning)(
             "no tokenizer folder configured: using the shipped tiny tokenizer"
         )
         tok_path = TINY_TOKENIZER_DIR

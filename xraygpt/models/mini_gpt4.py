@@ -174,10 +174,10 @@ class MiniGPT4(nn.Module):
                 f"model.prompt_template={cfg.prompt_template!r} must hold exactly one '{{}}' "
                 f"(where the prompt goes)"
             )
-        self.prompt_list = self._load_prompts(cfg)
+        self.prompt_list = self._load_prompts(cfg, meta)
 
         self._freeze()
-        log.info(
+        (log.debug if meta else log.info)(  # a meta build loads nothing: no news there
             "mini_gpt4 built: %s, %d query tokens, LLM %s; trainable %.2f M parameters",
             cfg.vit_model,
             cfg.num_query_token,
@@ -220,7 +220,7 @@ class MiniGPT4(nn.Module):
         return settings
 
     @staticmethod
-    def _load_prompts(cfg: DictConfig) -> list[str]:
+    def _load_prompts(cfg: DictConfig, meta: bool) -> list[str]:
         if not cfg.prompt_path:
             return []
         path = require_path(cfg.prompt_path, "prompt_path")
@@ -233,7 +233,7 @@ class MiniGPT4(nn.Module):
             )
         template = cfg.prompt_template or "{}"
         prompts = [template.format(line) for line in usable]
-        log.info("loaded %d prompts from %s", len(prompts), path)
+        (log.debug if meta else log.info)("loaded %d prompts from %s", len(prompts), path)
         return prompts
 
     def _frozen_modules(self) -> list[nn.Module]:

@@ -8,7 +8,6 @@ shapes can be compared with the files' (through :mod:`xraygpt.models.convert`).
 from __future__ import annotations
 
 import json
-import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -388,10 +387,6 @@ def _meta_model(
         notes.append("the shipped tiny tokenizer")
     note = f" (with {' and '.join(notes)}, since the LLM folder failed)" if notes else ""
     build_cfg = OmegaConf.merge(model_cfg, patch) if patch else model_cfg
-    # The model logs what a real build would load; on the meta device that is noise.
-    logger = logging.getLogger("xraygpt")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
     try:
         model = _build_on_meta(build_cfg)
     except Exception as err:  # noqa: BLE001 - any build error is the user's config to fix
@@ -403,8 +398,6 @@ def _meta_model(
             "fix the model key named in the message (the defaults are in xraygpt/configs/models/)",
         )
         return None
-    finally:
-        logger.setLevel(level)
     counts = {}
     for name, child in model.named_children():
         n = sum(p.numel() for p in child.parameters())
