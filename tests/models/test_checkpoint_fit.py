@@ -1,4 +1,9 @@
-from xraygpt.models.checkpoint_fit import blip2_targets, fit_state, model_ckpt_keys
+from xraygpt.models.checkpoint_fit import (
+    blip2_targets,
+    fit_state,
+    llama_proj_problems,
+    model_ckpt_keys,
+)
 
 
 def test_a_full_fit_loads_every_key():
@@ -28,3 +33,13 @@ def test_blip2_targets_and_original_checkpoint_keys():
         "llama_proj.weight",
         "llama_proj.bias",
     }
+
+
+def test_llama_proj_of_another_llm_size_names_both_sizes():
+    assert llama_proj_problems((4096, 32), hidden=4096, width=32) == []
+    (problem,) = llama_proj_problems((5120, 32), hidden=4096, width=32, llm="the 7B")
+    assert "llama_proj maps 32 -> 5120" in problem and "[5120, 32]" in problem
+    assert "hidden 5120, a 13B LLaMA" in problem and "the 7B has hidden 4096, a 7B LLaMA" in problem
+    # a projection for another Q-Former width is told apart from an LLM of another size
+    (problem,) = llama_proj_problems((4096, 768), hidden=4096, width=32)
+    assert "768-wide tokens" in problem and "32-wide" in problem

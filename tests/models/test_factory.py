@@ -1,10 +1,21 @@
 """The one door in: model + eval processors from a config."""
 
+import logging
+
+import pytest
 import torch
 from PIL import Image
 
-from xraygpt.common.config import REPO_ROOT, Config
+from xraygpt.common.config import REPO_ROOT, Config, default_yaml_of
+from xraygpt.common.registry import registry
 from xraygpt.models.factory import build_model, eval_image_processor, load_model_and_processors
+
+# Each registered model class, by a model type of it that builds without weight files.
+META_BUILDS = {
+    "mini_gpt4": "pretrain_vicuna",
+    "causal_lm": "tiny",
+    "encoder_classifier": "tiny_cnn",
+}
 
 
 def test_eval_config_names_the_eval_image_processor():
@@ -34,3 +45,24 @@ def test_load_model_and_processors_gives_an_eval_model(make_phantom, tmp_path):
     assert not model.training
     image = processor(Image.new("RGB", (120, 100)))
     assert image.shape == (3, 96, 96) and image.dtype == torch.float32
+
+
+def test_every_registered_model_is_built_on_meta_below():
+    assert set(registry.names("model")) == set(META_BUILDS)
+
+
+@pytest.mark.parametrize(("arch", "model_type"), sorted(META_BUILDS.items()))
+def test_every_model_builds_on_meta_through_from_config_and_quietly(arch, model_type, caplog):
+    """Every model class takes ``from_config(cfg, *, device=None)``; on the meta device it
+    loads nothing, so what a real build reports (the LLM it loads, its tokenizer) is no
+    news: the validator and the model summary build there without silencing the logs."""
+    cfg = default_yaml_of(registry.get_model_class(arch), arch, model_type).model
+    with caplog.at_level(logging.DEBUG, logger="xraygpt"):
+        model = build_model(cfg, device="meta")
+    assert all(p.device.type == "meta" for p in model.parameters())
+    reported = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name.startswith("xraygpt") and r.levelno >= logging.INFO
+    ]
+    assert reported == []

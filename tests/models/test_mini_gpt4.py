@@ -274,7 +274,7 @@ def test_generation_stops_at_end_sym_per_row(make_model, images):
 
     model.llama_model.lm_head = ScriptedHead(scripts, vocab_size)
     img_embeds = model.encode_img(images[:2])[0]
-    seqs = [model._question_embeds(img_embeds[i], p) for i, p in enumerate(PROMPTS[:2])]
+    seqs = [model.question_embeds(img_embeds[i], p) for i, p in enumerate(PROMPTS[:2])]
     embeds, mask = model.left_pad(seqs)
     ids = model.generate_from_embeds(embeds, mask, max_new_tokens=30)
     assert ids.shape[1] == 5  # the last row stopped at its 5th token, far below 30

@@ -221,3 +221,44 @@ def test_empty_or_truncated_ckpt_says_so(make_model, tmp_path):
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"cut.pth is truncated .*Download or copy it again"):
         make_model(ckpt=str(cut))
+
+
+def _frozen_random_records(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if "frozen but randomly initialised" in r.getMessage()]
+
+
+def test_the_tiny_recipes_model_is_random_by_design_and_warns_of_nothing(make_phantom, caplog):
+    """Everything frozen, nothing loaded (the tiny eval config without its checkpoints):
+    random by design at toy size, so the report is INFO, and no record is a warning."""
+    tokenizer = make_phantom(8) / "tokenizer"
+    cfg = MiniGPT4.default_config("tiny_phantom", {"tokenizer": str(tokenizer)})
+    assert cfg.freeze_vit and cfg.freeze_qformer and cfg.freeze_llm
+    with caplog.at_level(logging.DEBUG):
+        MiniGPT4.from_config(cfg)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    (record,) = _frozen_random_records(caplog)
+    assert record.levelno == logging.INFO and "ln_vision" in record.getMessage()
+
+
+def test_a_full_size_model_with_a_frozen_random_part_warns(small_model_overrides, caplog):
+    """pretrain_vicuna (at a small size) whose weight files were left out of the config."""
+    from xraygpt.models.llm import TINY_TOKENIZER_DIR
+
+    cfg = MiniGPT4.default_config(
+        "pretrain_vicuna",
+        {
+            **small_model_overrides,
+            "vit_model": "tiny",
+            "vit_ckpt": "",
+            "q_former_model": "",
+            "llama_model": "",
+            "llama_preset": "tiny",
+            "tokenizer": str(TINY_TOKENIZER_DIR),
+        },
+    )
+    with caplog.at_level(logging.INFO):
+        MiniGPT4.from_config(cfg)
+    (record,) = _frozen_random_records(caplog)
+    assert record.levelno == logging.WARNING
+    parts = record.getMessage().split(";")[0]
+    assert parts.endswith("visual_encoder, ln_vision, Qformer, query_tokens, llama_model")

@@ -77,14 +77,20 @@ def as_causal_lm_config(cfg: Any) -> DictConfig:
         raise ConfigError(f"model config (causal_lm): {getattr(err, 'msg', err)}") from err
 
 
-def build_tokenizer(cfg: Any) -> PreTrainedTokenizerBase:
-    """The tokenizer a ``causal_lm`` config names, without building the LLM."""
+def build_tokenizer(cfg: Any, *, meta: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer a ``causal_lm`` config names, without building the LLM.
+
+    ``meta``: for a build on the meta device, which only counts: the fallback to the
+    shipped tokenizer is no news there.
+    """
     cfg = as_causal_lm_config(cfg)
     if cfg.tokenizer:
         return load_tokenizer(require_path(cfg.tokenizer, "tokenizer", folder=True))
     if cfg.llama_model:
         return load_tokenizer(require_path(cfg.llama_model, "llama_model", folder=True))
-    log.warning("no tokenizer folder configured: using the shipped tiny tokenizer")
+    (log.debug if meta else log.warning)(
+        "no tokenizer folder configured: using the shipped tiny tokenizer"
+    )
     return load_tokenizer(TINY_TOKENIZER_DIR)
 
 
@@ -126,7 +132,7 @@ class CausalLM(nn.Module):
         cfg = as_causal_lm_config(cfg)
         self.cfg = cfg
         dtype = parse_dtype(cfg.llm_dtype, "model.llm_dtype")
-        self.llama_tokenizer = build_tokenizer(cfg)
+        self.llama_tokenizer = build_tokenizer(cfg, meta=meta)
         folder = resolve_path(cfg.llama_model)
         if folder is not None:
             folder = require_path(cfg.llama_model, "llama_model", folder=True)
@@ -198,7 +204,7 @@ class CausalLM(nn.Module):
             if cfg.lora is not None:
                 # The frozen embeddings' output must need grad, or checkpointed blocks get none.
                 model.llama_model.enable_input_require_grads()
-        log.info(
+        (log.debug if meta else log.info)(  # a meta build loads nothing: no news there
             "causal_lm built: LLM %s%s; trainable %.2f M of %.2f M parameters",
             model.llm_source,
             f", ckpt {cfg.ckpt}" if cfg.ckpt else "",

@@ -3,19 +3,20 @@ of a checkpoint into a model's trainable parameters that applies them
 (:func:`load_trainable_state_dict`, used by training's resume, the held-out loss and
 the LLM export).
 
-The model applies the result when it loads weights (:mod:`xraygpt.models.mini_gpt4`
+The model applies the result when it loads weights (:mod:`xraygpt.models.mini_gpt4_loading`
 raises on a misfit) and the set-up validator prints it without loading anything
 (``xraygpt.validate.weight_checks``): one implementation, two readers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import xraygpt.models.convert as convert
 from xraygpt.common.errors import CheckpointError
+from xraygpt.models.llm import llama_size
 
 if TYPE_CHECKING:
     import torch
@@ -111,6 +112,31 @@ def model_ckpt_keys(state: Mapping[str, Any]) -> dict[str, Any]:
         if new is not None:
             mapped[new] = value
     return mapped
+
+
+def llama_proj_problems(
+    got: Sequence[int], hidden: int, width: int, llm: str = "the LLM"
+) -> list[str]:
+    """Why a checkpoint's ``llama_proj.weight`` of shape ``got`` does not project
+    ``width``-wide Q-Former tokens into an LLM of ``hidden`` size (``llm`` names it);
+    [] when it fits.
+
+    The LLM's size comes first and on its own: a checkpoint made for another LLM size
+    (13B against 7B) is the usual mistake, and the projection's output names that size.
+    """
+    got = tuple(got)
+    problems = []
+    if got[0] != hidden:
+        problems.append(
+            f"llama_proj maps {got[-1]} -> {got[0]} (weight {list(got)}), made for an LLM "
+            f"with {llama_size(got[0])}, but {llm} has {llama_size(hidden)}"
+        )
+    if len(got) != 2 or got[-1] != width:
+        problems.append(
+            f"llama_proj.weight {list(got)} takes {got[-1]}-wide tokens, but the Q-Former "
+            f"gives {width}-wide ones"
+        )
+    return problems
 
 
 def load_trainable_state_dict(

@@ -14,6 +14,7 @@ through ``model.ckpt``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,14 +93,22 @@ class EncoderClassifier(nn.Module):
             )
 
     @classmethod
-    def from_config(cls, cfg: Any) -> EncoderClassifier:
+    def from_config(
+        cls, cfg: Any, *, device: str | torch.device | None = None
+    ) -> EncoderClassifier:
+        """Build the encoder and load each ``ckpt``, then move it to ``device`` (default: the
+        CPU). ``device="meta"`` builds the structure only and loads nothing."""
         cfg = as_classifier_config(cfg)
-        model = cls(cfg)
+        meta = device is not None and torch.device(device).type == "meta"
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            model = cls(cfg)
+        if meta:
+            return model
         paths = [cfg.ckpt] if isinstance(cfg.ckpt, str) else list(cfg.ckpt or [])
         for item in filter(None, paths):
             path = require_path(item, "ckpt")
             model.load_ckpt_state(load_checkpoint(path, "model.ckpt"), str(path))
-        return model
+        return model if device is None else model.to(device)
 
     def load_ckpt_state(self, obj: Any, source: str) -> None:
         """A checkpoint of this model: every key must be one of its parameters."""

@@ -3,11 +3,14 @@
 ``test.py``, the demo, the tiny-recipe summary, the set-up validator and the benchmarks
 all build their model here, so a model loads the same way wherever it is used
 (``docs/architecture.md``). Training tasks build theirs here too.
+
+Every registered model class declares the same door: ``from_config(cfg, *, device=None)``
+builds the model with the weights ``cfg`` names, on ``device`` (the CPU by default;
+``"meta"``: the structure only, nothing loaded).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import torch
@@ -23,18 +26,7 @@ def build_model(model_cfg: Any, device: str | torch.device | None = None) -> nn.
     ``device="meta"`` builds the structure only: parameters with shapes and dtypes, no
     memory and no weight loading (the validator and the model summary use this).
     """
-    model_cls = registry.get_model_class(model_cfg.arch)
-    takes_device = "device" in inspect.signature(model_cls.from_config).parameters
-    if device is None:
-        return model_cls.from_config(model_cfg)
-    if takes_device:
-        return model_cls.from_config(model_cfg, device=device)
-    if str(device) == "meta":
-        # Without a meta-aware from_config the constructor builds the modules; loading
-        # the weights the config names is from_config's part, skipped here.
-        with torch.device("meta"):
-            return model_cls(model_cfg)
-    return model_cls.from_config(model_cfg).to(device)
+    return registry.get_model_class(model_cfg.arch).from_config(model_cfg, device=device)
 
 
 def eval_image_processor(cfg: Any) -> Any:

@@ -1,4 +1,8 @@
-"""The language model side: LLaMA presets, the tokenizer, loading, stopping at ``end_sym``."""
+"""The language model side: LLaMA presets, the tokenizer, loading, stopping at ``end_sym``.
+
+:func:`build_llm` is mini_gpt4's LLM: Vicuna from a folder (in 4-bit for QLoRA), or a
+random one from a preset, with the tokenizer that belongs to it and the LoRA adapters.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import importlib.util
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from omegaconf import DictConfig
 from transformers import (
     AutoTokenizer,
     LlamaConfig,
@@ -17,8 +22,9 @@ from transformers import (
     StoppingCriteria,
 )
 
-from xraygpt.common.config import PACKAGE_ROOT, ConfigError
+from xraygpt.common.config import PACKAGE_ROOT, ConfigError, require_path, resolve_path
 from xraygpt.common.errors import MissingFileError
+from xraygpt.models.lora import LoraSettings, apply_lora, quantized_load_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,9 @@ LLAMA_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The LLaMA size each hidden width belongs to: how a projection's shape names its LLM.
+LLAMA_SIZE_BY_HIDDEN = {4096: "7B", 5120: "13B", 6656: "33B", 8192: "65B/70B"}
+
 DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -70,6 +79,12 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "bf16": torch.bfloat16,
 }
+
+
+def llama_size(hidden: int) -> str:
+    """``"hidden 4096, a 7B LLaMA"``; just the width for a size without a release."""
+    size = LLAMA_SIZE_BY_HIDDEN.get(hidden)
+    return f"hidden {hidden}, a {size} LLaMA" if size else f"hidden {hidden}"
 
 
 def parse_dtype(name: str, key: str) -> torch.dtype:
@@ -150,6 +165,106 @@ def load_pretrained_llm(
         kwargs["device_map"] = {"": device_8bit}
     log.info("loading the LLM from %s (%s%s)", folder, dtype, ", 8-bit" if low_resource else "")
     return LlamaForCausalLM.from_pretrained(str(folder), **kwargs)
+
+
+class LLMParts(NamedTuple):
+    """What :func:`build_llm` gives: the tokenizer, the LLM, where the LLM came from, and
+    whether its weights are pretrained (loaded from ``model.llama_model``)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    llm: LlamaForCausalLM
+    source: str
+    pretrained: bool
+
+
+def build_llm(cfg: DictConfig, lora: LoraSettings | None, *, meta: bool) -> LLMParts:
+    """mini_gpt4's tokenizer and LLM from its ``model:`` section (``cfg``), adapters on.
+
+    ``meta`` marks a build on the meta device: a folder's architecture is read from its
+    ``config.json``, a missing folder falls back to a preset, and what a real build
+    would load is logged at DEBUG only.
+    """
+    dtype = parse_dtype(cfg.llm_dtype, "model.llm_dtype")
+    if dtype != torch.float32 and not cfg.freeze_llm:
+        raise ConfigError(
+            f"model.llm_dtype={cfg.llm_dtype} with freeze_llm=false would train "
+            f"half-precision weights; use llm_dtype=float32"
+        )
+    low_resource = bool(cfg.low_resource)
+    quantize_4bit = lora is not None and lora.quantize_4bit
+    folder = resolve_path(cfg.llama_model)
+    hint = (
+        "Put the Vicuna weights (HF format) there, or set model.llama_model to empty "
+        "and model.llama_preset (llama-7b, llama-13b, tiny) for a randomly initialised LLM."
+    )
+    if folder is not None and not folder.is_dir():
+        if not meta:
+            require_path(cfg.llama_model, "llama_model", folder=True, hint=hint)
+        log.debug("model.llama_model %s not found: the meta build uses a preset", folder)
+        folder = None
+
+    tok_path = resolve_path(cfg.tokenizer)
+    if tok_path is not None:
+        tok_path = require_path(cfg.tokenizer, "tokenizer", folder=True)
+    elif folder is not None:
+        tok_path = folder
+    else:
+        # A random LLM has no tokenizer of its own; any LLaMA-layout one will do.
+        (log.debug if meta else log.warning)(
+            "no tokenizer folder configured: using the shipped tiny tokenizer"
+        )
+        tok_path = TINY_TOKENIZER_DIR
+    tokenizer = load_tokenizer(tok_path)
+
+    if folder is not None and not meta:
+        if cfg.llama_config:
+            raise ConfigError(
+                "model.llama_config overrides a preset; it cannot change a pretrained "
+                f"LLM loaded from model.llama_model={cfg.llama_model}"
+            )
+        if quantize_4bit:
+            log.info("loading the LLM from %s in 4-bit NF4 (QLoRA)", folder)
+            llm = LlamaForCausalLM.from_pretrained(
+                str(folder),
+                dtype=dtype,
+                local_files_only=True,
+                **quantized_load_kwargs(lora, compute_dtype=dtype),
+            )
+        else:
+            llm = load_pretrained_llm(folder, dtype, low_resource, int(cfg.device_8bit))
+        source, pretrained = str(folder), True
+    else:
+        if low_resource and not meta:
+            raise ConfigError("model.low_resource=true needs a pretrained model.llama_model")
+        if quantize_4bit and not meta:
+            raise ConfigError(
+                "model.lora.quantize_4bit=true needs a pretrained model.llama_model: a "
+                "randomly initialised LLM is not quantized"
+            )
+        if folder is not None:
+            config = folder_config(folder)
+            source = f"{folder} (architecture only)"
+        else:
+            preset = cfg.llama_preset or ("llama-7b" if meta else None)
+            if preset is None:
+                raise ConfigError(
+                    "model.llama_model is empty and model.llama_preset is not set: "
+                    "name a Vicuna folder, or a preset (llama-7b, llama-13b, tiny) "
+                    "for a randomly initialised LLM"
+                )
+            config = preset_config(preset, dict(cfg.llama_config or {}), len(tokenizer))
+            source = f"preset {preset} (random init)"
+        llm = build_random_llm(config, dtype)
+        pretrained = False
+    if len(tokenizer) > llm.config.vocab_size:
+        raise ConfigError(
+            f"the tokenizer ({tok_path}) has {len(tokenizer)} tokens but the LLM's "
+            f"vocabulary holds {llm.config.vocab_size}: they do not belong together"
+        )
+    if lora is not None:
+        llm = apply_lora(llm, lora, "model.lora")
+        source += f" + LoRA r={lora.r} on {', '.join(lora.target_modules)}"
+    return LLMParts(tokenizer, llm, source, pretrained)
 
 
 class EndSymStopping(StoppingCriteria):

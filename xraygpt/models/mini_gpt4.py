@@ -10,6 +10,11 @@ checkpoints load by name.
 Model types: ``pretrain_vicuna`` (full size; EVA-ViT-g, BLIP-2 Q-Former,
 Vicuna from ``llama_model``) and ``tiny`` (the same architecture at toy size,
 random init, the shipped tokenizer; for tests and the tiny recipe).
+
+This module holds the network: its modules, ``forward`` (the loss) and the prompt
+wrapping. Beside it: :mod:`.mini_gpt4_loading` (the weight files the config names),
+:mod:`.mini_gpt4_generation` (answers and streaming) and :func:`.llm.build_llm`
+(tokenizer + LLM); the methods of the same names call them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import contextlib
 import dataclasses
 import logging
 import random
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,47 +32,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
-from transformers import (
-    Blip2QFormerConfig,
-    Blip2QFormerModel,
-    GenerationConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerBase,
-    StoppingCriteriaList,
-    TextIteratorStreamer,
-)
+from transformers import Blip2QFormerConfig, Blip2QFormerModel
 
-import xraygpt.models.convert as convert
-import xraygpt.models.hf_blip2 as hf_blip2
-from xraygpt.common.config import (
-    ConfigError,
-    default_yaml_of,
-    require_path,
-    resolve_path,
-)
+import xraygpt.models.mini_gpt4_generation as generation
+import xraygpt.models.mini_gpt4_loading as loading
+from xraygpt.common.config import ConfigError, default_yaml_of, require_path
 from xraygpt.common.constants import IGNORE_INDEX, IMAGE_PLACEHOLDER
-from xraygpt.common.errors import CheckpointError, MissingFileError
-from xraygpt.common.generation import GenerationOptions
-from xraygpt.common.io import load_checkpoint
 from xraygpt.common.registry import registry
-from xraygpt.models.checkpoint_fit import blip2_targets, fit_state, model_ckpt_keys, shapes_of
-from xraygpt.models.llm import (
-    TINY_TOKENIZER_DIR,
-    EndSymStopping,
-    build_random_llm,
-    cut_answer,
-    folder_config,
-    load_pretrained_llm,
-    load_tokenizer,
-    parse_dtype,
-    preset_config,
-)
-from xraygpt.models.lora import (
-    LoraSettings,
-    apply_lora,
-    quantized_load_kwargs,
-    require_qlora_support,
-)
+from xraygpt.models.llm import build_llm, parse_dtype
+from xraygpt.models.lora import LoraSettings, require_qlora_support
 from xraygpt.models.vision_encoders import LayerNormFp32, build_vision_encoder
 
 log = logging.getLogger(__name__)
@@ -137,22 +109,6 @@ def as_model_config(cfg: Any) -> DictConfig:
         raise ConfigError(f"model config: {err}") from err
 
 
-def _ckpt_paths(value: Any) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [value]
-    items = list(value)
-    if not all(isinstance(item, str) and item for item in items):
-        raise ConfigError(f"model.ckpt must be a path or a list of paths, got {value!r}")
-    return items
-
-
-def _dotted(keys: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
 @registry.register_model("mini_gpt4")
 class MiniGPT4(nn.Module):
     config_class = MiniGPT4Config
@@ -162,6 +118,9 @@ class MiniGPT4(nn.Module):
         "tiny_phantom": "configs/models/minigpt4_tiny_phantom.yaml",
     }
     DEFAULT_MODEL_TYPE = "pretrain_vicuna"  # as the original's configs assume
+    # Toy sizes for the tests and the tiny recipe, random by design: a frozen part left
+    # random there is expected, not a forgotten weight file (no warning about it).
+    RANDOM_INIT_MODEL_TYPES = frozenset({"tiny", "tiny_phantom"})
 
     def __init__(self, cfg: Any, *, meta: bool = False) -> None:
         """Build every module (random init, or Vicuna from ``llama_model``); load nothing else.
@@ -203,7 +162,7 @@ class MiniGPT4(nn.Module):
         nn.init.normal_(self.query_tokens, std=qcfg.initializer_range)
 
         # --- tokenizer + LLM
-        llm_parts = self._build_llm(cfg, meta)
+        llm_parts = build_llm(cfg, self.lora, meta=meta)
         self.llama_tokenizer, self.llama_model, self.llm_source, self.llm_pretrained = llm_parts
         self.llama_proj = nn.Linear(qcfg.hidden_size, self.llama_model.config.hidden_size)
 
@@ -214,10 +173,10 @@ class MiniGPT4(nn.Module):
                 f"model.prompt_template={cfg.prompt_template!r} must hold exactly one '{{}}' "
                 f"(where the prompt goes)"
             )
-        self.prompt_list = self._load_prompts(cfg)
+        self.prompt_list = self._load_prompts(cfg, meta)
 
         self._freeze()
-        log.info(
+        (log.debug if meta else log.info)(  # a meta build loads nothing: no news there
             "mini_gpt4 built: %s, %d query tokens, LLM %s; trainable %.2f M parameters",
             cfg.vit_model,
             cfg.num_query_token,
@@ -240,90 +199,6 @@ class MiniGPT4(nn.Module):
             )
         return Blip2QFormerConfig(**{**QFORMER_DEFAULTS, **overrides, "encoder_hidden_size": width})
 
-    def _build_llm(
-        self, cfg: DictConfig, meta: bool
-    ) -> tuple[PreTrainedTokenizerBase, LlamaForCausalLM, str, bool]:
-        """(tokenizer, LLM, where the LLM came from, whether its weights are pretrained)."""
-        dtype = parse_dtype(cfg.llm_dtype, "model.llm_dtype")
-        if dtype != torch.float32 and not cfg.freeze_llm:
-            raise ConfigError(
-                f"model.llm_dtype={cfg.llm_dtype} with freeze_llm=false would train "
-                f"half-precision weights; use llm_dtype=float32"
-            )
-        folder = resolve_path(cfg.llama_model)
-        hint = (
-            "Put the Vicuna weights (HF format) there, or set model.llama_model to empty "
-            "and model.llama_preset (llama-7b, llama-13b, tiny) for a randomly initialised LLM."
-        )
-        if folder is not None and not folder.is_dir():
-            if not meta:
-                require_path(cfg.llama_model, "llama_model", folder=True, hint=hint)
-            log.info("model.llama_model %s not found: the meta build uses a preset", folder)
-            folder = None
-
-        tok_path = resolve_path(cfg.tokenizer)
-        if tok_path is not None:
-            tok_path = require_path(cfg.tokenizer, "tokenizer", folder=True)
-        elif folder is not None:
-            tok_path = folder
-        else:
-            # A random LLM has no tokenizer of its own; any LLaMA-layout one will do.
-            (log.info if meta else log.warning)(
-                "no tokenizer folder configured: using the shipped tiny tokenizer"
-            )
-            tok_path = TINY_TOKENIZER_DIR
-        tokenizer = load_tokenizer(tok_path)
-
-        if folder is not None and not meta:
-            if cfg.llama_config:
-                raise ConfigError(
-                    "model.llama_config overrides a preset; it cannot change a pretrained "
-                    f"LLM loaded from model.llama_model={cfg.llama_model}"
-                )
-            if self.lora is not None and self.lora.quantize_4bit:
-                log.info("loading the LLM from %s in 4-bit NF4 (QLoRA)", folder)
-                llm = LlamaForCausalLM.from_pretrained(
-                    str(folder),
-                    dtype=dtype,
-                    local_files_only=True,
-                    **quantized_load_kwargs(self.lora, compute_dtype=dtype),
-                )
-            else:
-                llm = load_pretrained_llm(folder, dtype, self.low_resource, int(cfg.device_8bit))
-            source, pretrained = str(folder), True
-        else:
-            if self.low_resource and not meta:
-                raise ConfigError("model.low_resource=true needs a pretrained model.llama_model")
-            if self.lora is not None and self.lora.quantize_4bit and not meta:
-                raise ConfigError(
-                    "model.lora.quantize_4bit=true needs a pretrained model.llama_model: a "
-                    "randomly initialised LLM is not quantized"
-                )
-            if folder is not None:
-                config = folder_config(folder)
-                source = f"{folder} (architecture only)"
-            else:
-                preset = cfg.llama_preset or ("llama-7b" if meta else None)
-                if preset is None:
-                    raise ConfigError(
-                        "model.llama_model is empty and model.llama_preset is not set: "
-                        "name a Vicuna folder, or a preset (llama-7b, llama-13b, tiny) "
-                        "for a randomly initialised LLM"
-                    )
-                config = preset_config(preset, dict(cfg.llama_config or {}), len(tokenizer))
-                source = f"preset {preset} (random init)"
-            llm = build_random_llm(config, dtype)
-            pretrained = False
-        if len(tokenizer) > llm.config.vocab_size:
-            raise ConfigError(
-                f"the tokenizer ({tok_path}) has {len(tokenizer)} tokens but the LLM's "
-                f"vocabulary holds {llm.config.vocab_size}: they do not belong together"
-            )
-        if self.lora is not None:
-            llm = apply_lora(llm, self.lora, "model.lora")
-            source += f" + LoRA r={self.lora.r} on {', '.join(self.lora.target_modules)}"
-        return tokenizer, llm, source, pretrained
-
     @staticmethod
     def _lora_settings(cfg: DictConfig) -> LoraSettings | None:
         if cfg.lora is None:
@@ -344,7 +219,7 @@ class MiniGPT4(nn.Module):
         return settings
 
     @staticmethod
-    def _load_prompts(cfg: DictConfig) -> list[str]:
+    def _load_prompts(cfg: DictConfig, meta: bool) -> list[str]:
         if not cfg.prompt_path:
             return []
         path = require_path(cfg.prompt_path, "prompt_path")
@@ -357,7 +232,7 @@ class MiniGPT4(nn.Module):
             )
         template = cfg.prompt_template or "{}"
         prompts = [template.format(line) for line in usable]
-        log.info("loaded %d prompts from %s", len(prompts), path)
+        (log.debug if meta else log.info)("loaded %d prompts from %s", len(prompts), path)
         return prompts
 
     def _frozen_modules(self) -> list[nn.Module]:
@@ -411,198 +286,6 @@ class MiniGPT4(nn.Module):
         if not meta:
             model.load_pretrained()
         return model
-
-    # ------------------------------------------------------------- loading
-
-    def load_pretrained(self) -> None:
-        """Load ``vit_ckpt``, ``q_former_model`` and each ``ckpt`` in order; report the result."""
-        cfg = self.cfg
-        got: dict[str, str] = {}
-        if self.llm_pretrained:
-            got["llama_model"] = self.llm_source
-        if cfg.vit_ckpt:
-            path = require_path(cfg.vit_ckpt, "vit_ckpt")
-            self.load_vit_state(load_checkpoint(path, "model.vit_ckpt"), str(path))
-            got["visual_encoder"] = str(path)
-        if cfg.q_former_model:
-            path = require_path(cfg.q_former_model, "q_former_model")
-            self.load_blip2_state(load_checkpoint(path, "model.q_former_model"), str(path))
-            got.update(Qformer=str(path), query_tokens=str(path), ln_vision=str(path))
-        for item in _ckpt_paths(cfg.ckpt):
-            path = resolve_path(item)
-            if path is not None and path.is_dir():  # a folder of xraygpt export hf
-                modules = self.load_hf_folder(path)
-            else:
-                path = require_path(item, "ckpt")
-                modules = self.load_ckpt_state(load_checkpoint(path, "model.ckpt"), str(path))
-            for module in modules:
-                got[module] = str(path)
-        modules = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "llama_proj")
-        random_init = [name for name in modules + ("llama_model",) if name not in got]
-        if random_init:
-            log.info("random init (no weights loaded): %s", ", ".join(random_init))
-        frozen_random = self._frozen_random(random_init)
-        if frozen_random:
-            log.warning(
-                "frozen but randomly initialised: %s; set the weight paths in the config "
-                "(vit_ckpt, q_former_model, llama_model, ckpt) unless this is intended",
-                ", ".join(frozen_random),
-            )
-
-    def _frozen_random(self, names: list[str]) -> list[str]:
-        out = []
-        for name in names:
-            part = getattr(self, name)
-            params = [part] if isinstance(part, nn.Parameter) else list(part.parameters())
-            if params and not any(p.requires_grad for p in params):
-                out.append(name)
-        return out
-
-    def load_vit_state(self, obj: Any, source: str = "vision weights") -> None:
-        """An ``eva_vit_g.pth``-style state dict into ``visual_encoder``: every key must fit."""
-        state = convert.strip_vit_prefix(convert.unwrap_checkpoint(obj, source))
-        adapt = getattr(self.visual_encoder, "adapt_state_dict", None)
-        dropped: list[str] = []
-        if adapt is not None:
-            state, dropped = adapt(state)
-        fit = fit_state(shapes_of(state), shapes_of(self.visual_encoder.state_dict()))
-        if not fit.ok:
-            raise CheckpointError(
-                f"{source} does not fit vision encoder {self.cfg.vit_model!r}: "
-                + "; ".join(fit.problems())
-            )
-        self.visual_encoder.load_state_dict(state, strict=True)
-        log.info(
-            "visual_encoder: loaded %d tensors from %s%s",
-            len(state),
-            source,
-            f" ({len(dropped)} unused by BLIP-2 dropped: {_dotted(dropped, 3)})" if dropped else "",
-        )
-
-    def load_blip2_state(self, obj: Any, source: str = "BLIP-2 checkpoint") -> None:
-        """A LAVIS BLIP-2 checkpoint into ``Qformer``, ``query_tokens`` and ``ln_vision``."""
-        converted = convert.convert_blip2_checkpoint(convert.unwrap_checkpoint(obj, source))
-        fit = fit_state(
-            shapes_of(converted.tensors),
-            blip2_targets(shapes_of(self.state_dict())),
-            dropped=converted.dropped,
-            unused=converted.unused,
-        )
-        if not fit.ok:
-            raise CheckpointError(
-                f"{source} (model.q_former_model) does not fit the Q-Former (after the LAVIS "
-                "-> HF key mapping): " + "; ".join(fit.problems())
-            )
-        # Only the Q-Former side is in the file; every one of its keys was checked above.
-        self.load_state_dict(converted.tensors, strict=False)
-        log.info(
-            "Qformer/query_tokens/ln_vision: loaded %d tensors from %s; %d text-side keys "
-            "dropped by design; %d keys unused",
-            len(converted.tensors),
-            source,
-            len(converted.dropped),
-            len(converted.unused),
-        )
-        if converted.unused:
-            log.info("unused keys of %s: %s", source, _dotted(converted.unused, 20))
-
-    def load_ckpt_state(self, obj: Any, source: str = "checkpoint") -> list[str]:
-        """A MiniGPT-4/XrayGPT checkpoint (``{"model": {...}}``, a subset of this model's keys).
-
-        Returns the top-level modules that received tensors. Keys the model does
-        not have, and shapes that do not fit, are errors; a file that loads
-        nothing is an error.
-        """
-        tensors = model_ckpt_keys(convert.unwrap_checkpoint(obj, source))
-        if not tensors:
-            raise CheckpointError(f"{source} (model.ckpt) holds no tensor of this model")
-        own = self.state_dict()
-        # A checkpoint holds the trained subset by design.
-        self._load_fitting(
-            tensors, own, source, "it was saved from a different model configuration"
-        )
-        loaded = convert.group_counts(tensors)
-        totals = convert.group_counts(own)
-        log.info(
-            "loaded %d tensors from %s: %s",
-            len(tensors),
-            source,
-            ", ".join(f"{m} {n}/{totals[m]}" for m, n in loaded.items()),
-        )
-        return list(loaded)
-
-    def load_hf_folder(self, folder: Path) -> list[str]:
-        """A folder written by ``xraygpt export hf`` (transformers' BLIP-2 layout).
-
-        It holds the whole model, so every tensor of this model must be there
-        (the names mapped back by :mod:`xraygpt.models.hf_blip2`); shapes must fit.
-        """
-        if not hf_blip2.is_exported_folder(folder):
-            raise MissingFileError(
-                f"model.ckpt: {folder} is a folder but not one written by "
-                f"'xraygpt export hf' (no {hf_blip2.EXPORT_INFO} and "
-                f"{hf_blip2.CONFIG_FILE}); give a checkpoint file or an exported folder"
-            )
-        if hasattr(self.llama_model, "peft_config"):
-            raise CheckpointError(
-                f"model.ckpt: {folder} holds plain LLM weights (LoRA merged); load it before "
-                f"wrapping the LLM with adapters"
-            )
-        vocab = int(self.llama_model.config.vocab_size)
-        own = self.state_dict()
-        seen: list[str] = []
-        for tensors in hf_blip2.iter_folder_state(folder, vocab):  # one shard in memory at a time
-            # One shard at a time: the missing keys are checked once all shards are read.
-            self._load_fitting(
-                tensors, own, str(folder), "it was exported from another configuration"
-            )
-            seen += tensors
-        missing = sorted(set(own) - set(seen))
-        if missing:
-            raise CheckpointError(
-                f"model.ckpt: {folder} lacks {len(missing)} tensor(s) of this model "
-                f"[{_dotted(missing)}]; it was exported from another configuration"
-            )
-        log.info("loaded %d tensors from the exported folder %s", len(seen), folder)
-        return list(convert.group_counts(seen))
-
-    def _load_fitting(
-        self,
-        tensors: Mapping[str, torch.Tensor],
-        own: Mapping[str, torch.Tensor],
-        source: str,
-        origin: str,
-    ) -> None:
-        """Load ``tensors``, some of this model's, once every name and shape fits.
-
-        The errors name ``source`` (model.ckpt) and say where a misfit comes from
-        (``origin``); the keys ``tensors`` lacks are the caller's to judge.
-        """
-        fit = fit_state(shapes_of(tensors), shapes_of(own), subset=True)
-        if fit.unexpected:
-            raise CheckpointError(
-                f"{source} (model.ckpt) has {len(fit.unexpected)} tensor(s) this model does not "
-                f"have: {_dotted(list(fit.unexpected))}; {origin}"
-            )
-        self._check_llama_proj(tensors, source)
-        if fit.mismatched:
-            raise CheckpointError(
-                f"{source}: shapes do not fit the model: " + "; ".join(fit.problems())
-            )
-        self.load_state_dict(tensors, strict=False)
-
-    def _check_llama_proj(self, tensors: Mapping[str, torch.Tensor], source: str) -> None:
-        """A projection for an LLM of another size gets its own message: the usual mistake."""
-        own = self.state_dict()
-        proj = tensors.get("llama_proj.weight")
-        if proj is not None and proj.shape != own["llama_proj.weight"].shape:
-            raise CheckpointError(
-                f"{source}: llama_proj maps {proj.shape[1]} -> {proj.shape[0]} but this model "
-                f"needs {own['llama_proj.weight'].shape[1]} -> "
-                f"{own['llama_proj.weight'].shape[0]} (the LLM's hidden size). The checkpoint "
-                f"belongs to an LLM of another size (4096 = 7B, 5120 = 13B): use the matching "
-                f"model.llama_model / model.llama_preset"
-            )
 
     # ------------------------------------------------------------- helpers
 
@@ -672,11 +355,23 @@ class MiniGPT4(nn.Module):
         batch = img_embeds.shape[0]
         pieces = [
             self.embed_tokens(self.tokenize(before)).expand(batch, -1, -1),
-            img_embeds.to(self._llm_dtype()),
+            img_embeds.to(self.embeds_dtype()),
             self.embed_tokens(self.tokenize(after)).expand(batch, -1, -1),
         ]
         wrapped = torch.cat(pieces, dim=1)
         return wrapped, torch.ones(wrapped.shape[:2], dtype=atts.dtype, device=atts.device)
+
+    def question_embeds(self, img_embeds: torch.Tensor, prompt: str) -> torch.Tensor:
+        """[bos] + template-wrapped prompt with the image in place, as one [L, H] sequence."""
+        before, after = self._split_prompt(self.prompt_template.format(prompt))
+        before_ids = torch.cat([self.bos_ids(), self.tokenize(before)])
+        return torch.cat(
+            [
+                self.embed_tokens(before_ids),
+                img_embeds.to(self.embeds_dtype()),
+                self.embed_tokens(self.tokenize(after)),
+            ]
+        )
 
     @staticmethod
     def _split_prompt(prompt: str) -> tuple[str, str]:
@@ -688,7 +383,8 @@ class MiniGPT4(nn.Module):
             )
         return parts[0], parts[1]
 
-    def _llm_dtype(self) -> torch.dtype:
+    def embeds_dtype(self) -> torch.dtype:
+        """The dtype of the LLM's input embeddings: what image embeddings are cast to."""
         return self.llama_model.get_input_embeddings().weight.dtype
 
     def forward(self, samples: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -699,7 +395,7 @@ class MiniGPT4(nn.Module):
         img_embeds, atts = self.encode_img(images.to(self.device))
         if self.prompt_list:
             img_embeds, atts = self.prompt_wrap(img_embeds, atts, random.choice(self.prompt_list))
-        img_embeds = img_embeds.to(self._llm_dtype())
+        img_embeds = img_embeds.to(self.embeds_dtype())
 
         text = self.llama_tokenizer(
             [caption + self.end_sym for caption in captions],
@@ -728,144 +424,57 @@ class MiniGPT4(nn.Module):
         )
         return {"loss": out.loss}
 
-    # ---------------------------------------------------------- generation
+    # ------------------------------------------------------ loading (mini_gpt4_loading)
 
-    def _question_embeds(self, img_embeds: torch.Tensor, prompt: str) -> torch.Tensor:
-        """[bos] + template-wrapped prompt with the image in place, as one [L, H] sequence."""
-        before, after = self._split_prompt(self.prompt_template.format(prompt))
-        before_ids = torch.cat([self.bos_ids(), self.tokenize(before)])
-        return torch.cat(
-            [
-                self.embed_tokens(before_ids),
-                img_embeds.to(self._llm_dtype()),
-                self.embed_tokens(self.tokenize(after)),
-            ]
-        )
+    def load_pretrained(self) -> None:
+        """Load ``vit_ckpt``, ``q_former_model`` and each ``ckpt`` in order; report the result."""
+        loading.load_pretrained(self)
 
-    def left_pad(self, seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_vit_state(self, obj: Any, source: str = "vision weights") -> None:
+        """An ``eva_vit_g.pth``-style state dict into ``visual_encoder``: every key must fit."""
+        loading.load_vit_state(self, obj, source)
+
+    def load_blip2_state(self, obj: Any, source: str = "BLIP-2 checkpoint") -> None:
+        """A LAVIS BLIP-2 checkpoint into ``Qformer``, ``query_tokens`` and ``ln_vision``."""
+        loading.load_blip2_state(self, obj, source)
+
+    def load_ckpt_state(self, obj: Any, source: str = "checkpoint") -> list[str]:
+        """A MiniGPT-4/XrayGPT checkpoint; the top-level modules that received tensors."""
+        return loading.load_ckpt_state(self, obj, source)
+
+    def load_hf_folder(self, folder: Path) -> list[str]:
+        """A folder written by ``xraygpt export hf``; the modules it filled."""
+        return loading.load_hf_folder(self, folder)
+
+    # -------------------------------------------------- generation (mini_gpt4_generation)
+
+    @staticmethod
+    def left_pad(seqs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stack [L_i, H] sequences into [B, L, H] padded on the left, with the attention mask."""
-        length = max(s.shape[0] for s in seqs)
-        embeds = seqs[0].new_zeros(len(seqs), length, seqs[0].shape[-1])
-        mask = torch.zeros(len(seqs), length, dtype=torch.long, device=seqs[0].device)
-        for i, seq in enumerate(seqs):
-            embeds[i, length - seq.shape[0] :] = seq
-            mask[i, length - seq.shape[0] :] = 1
-        return embeds, mask
+        return generation.left_pad(seqs)
 
-    def _generation_kwargs(self, end_sym: str | None, opts: GenerationOptions) -> dict[str, Any]:
-        tok = self.llama_tokenizer
-        options: dict[str, Any] = {
-            "max_new_tokens": int(opts.max_new_tokens),
-            "min_new_tokens": int(opts.min_new_tokens),
-            "num_beams": int(opts.num_beams),
-            "do_sample": bool(opts.do_sample),
-            "repetition_penalty": float(opts.repetition_penalty),
-            "bos_token_id": tok.bos_token_id,
-            "eos_token_id": tok.eos_token_id,
-            "pad_token_id": tok.pad_token_id,
-        }
-        if opts.do_sample:
-            options.update(temperature=float(opts.temperature), top_p=float(opts.top_p))
-        if opts.num_beams > 1:
-            options["length_penalty"] = float(opts.length_penalty)
-        stop = EndSymStopping(tok, end_sym or self.end_sym)
-        # A fresh GenerationConfig, so a Vicuna folder's sampling defaults never leak in.
-        return {
-            "generation_config": GenerationConfig(**options),
-            "stopping_criteria": StoppingCriteriaList([stop]),
-        }
-
-    @torch.no_grad()
     def generate_from_embeds(
         self,
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        *,
-        end_sym: str | None = None,
-        streamer: Any = None,
-        extra_stopping: Sequence[Any] = (),
-        **options: Any,
+        **kwargs: Any,
     ) -> torch.Tensor:
         """New token ids [B, T] from prepared LLM inputs, stopping each row at ``end_sym``.
 
-        ``options``: the fields of :class:`GenerationOptions`.
+        ``kwargs``: ``end_sym``, ``streamer``, ``extra_stopping`` and the fields of
+        :class:`~xraygpt.common.generation.GenerationOptions`.
         """
-        opts = GenerationOptions(**options)
-        inputs_embeds = inputs_embeds.to(self.device, self._llm_dtype())
-        if attention_mask is None:
-            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long)
-        kwargs = self._generation_kwargs(end_sym, opts)
-        kwargs["stopping_criteria"].extend(extra_stopping)
-        return self.llama_model.generate(
-            inputs_embeds=inputs_embeds,
-            attention_mask=attention_mask.to(self.device),
-            streamer=streamer,
-            **kwargs,
-        )
+        return generation.generate_from_embeds(self, inputs_embeds, attention_mask, **kwargs)
 
     def stream_from_embeds(
         self, inputs_embeds: torch.Tensor, *, end_sym: str | None = None, **options: Any
     ) -> Iterator[str]:
         """Yield the growing answer text (batch of one) while it is generated."""
-        if inputs_embeds.shape[0] != 1:
-            raise ValueError("streaming generates for one sequence at a time")
-        end_sym = end_sym or self.end_sym
-        streamer = TextIteratorStreamer(
-            self.llama_tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600
-        )
-        failure: list[BaseException] = []
-        cancel = threading.Event()  # set when the consumer stops listening
+        return generation.stream_from_embeds(self, inputs_embeds, end_sym=end_sym, **options)
 
-        def cancelled(input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-            return torch.full((input_ids.shape[0],), cancel.is_set(), device=input_ids.device)
-
-        def run() -> None:
-            try:
-                self.generate_from_embeds(
-                    inputs_embeds,
-                    end_sym=end_sym,
-                    streamer=streamer,
-                    extra_stopping=[cancelled],
-                    **options,
-                )
-            except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
-                failure.append(err)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        text = ""
-        try:
-            for piece in streamer:
-                text += piece
-                yield text.split(end_sym, 1)[0]
-                if end_sym in text:
-                    break
-        finally:
-            cancel.set()
-            thread.join()
-        if failure:
-            raise failure[0]
-
-    @torch.no_grad()
     def generate(
         self, images: torch.Tensor, prompts: str | Sequence[str], **options: Any
     ) -> list[str]:
-        """Answers for a batch: each prompt (one ``<ImageHere>``) wrapped in ``prompt_template``.
-
-        ``options``: the fields of :class:`GenerationOptions` (greedy, at most
-        160 new tokens by default). Rows are padded on the left, so a batch
-        gives the same greedy / beam answers as its samples one at a time.
-        Answers are cut at ``end_sym``.
-        """
-        opts = GenerationOptions(**options)  # a misspelt option fails before any work
-        if isinstance(prompts, str):
-            prompts = [prompts] * images.shape[0]
-        if len(prompts) != images.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {len(prompts)} prompts")
-        img_embeds, _ = self.encode_img(images.to(self.device))
-        seqs = [self._question_embeds(img_embeds[i], p) for i, p in enumerate(prompts)]
-        inputs_embeds, attention_mask = self.left_pad(seqs)
-        ids = self.generate_from_embeds(inputs_embeds, attention_mask, **dataclasses.asdict(opts))
-        texts = self.llama_tokenizer.batch_decode(ids, skip_special_tokens=True)
-        return [cut_answer(text, self.end_sym) for text in texts]
+        """Answers for a batch: each prompt (one ``<ImageHere>``) wrapped in ``prompt_template``,
+        cut at ``end_sym``; ``options``: the fields of ``GenerationOptions``."""
+        return generation.generate(self, images, prompts, **options)

@@ -28,8 +28,10 @@ Which checks are required:
   (:func:`xraygpt.common.dist.init_distributed`), so there a missing GPU is
   a warning.
 * Frozen modules left without weights (a random frozen ViT, say): a warning,
-  since benchmarks do this on purpose. Tasks that never run the image side
-  declare ``uses_images = False`` on their class; then only the LLM counts.
+  since benchmarks do this on purpose; none for the tiny model types, random by
+  design. Tasks that never run the image side declare ``uses_images = False`` on
+  their class; then only the LLM counts. The rule is the model's
+  (:func:`xraygpt.models.mini_gpt4_loading.frozen_random_parts`).
 * Packages needed only for evaluation, the demo or the tests: optional.
 
 Modules: ``config_checks``, ``data_checks``, ``weight_checks``,

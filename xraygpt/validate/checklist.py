@@ -18,9 +18,6 @@ PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 SYMBOLS = {PASS: "✓", FAIL: "✗", WARN: "!", SKIP: "–"}
 GROUPS = ("config", "datasets", "weights", "hardware", "software")
 
-# Hidden size -> the LLaMA/Vicuna size that has it, for messages that name a mismatch.
-LLAMA_SIZE_BY_HIDDEN = {4096: "7B", 5120: "13B", 6656: "33B", 8192: "65B/70B"}
-
 
 @dataclass
 class Check:
@@ -173,8 +170,3 @@ def read_json(path: Path) -> tuple[Any, str | None]:
         return json.loads(text), None
     except json.JSONDecodeError as err:
         return None, f"{path} is not valid JSON (line {err.lineno}, column {err.colno}: {err.msg})"
-
-
-def llama_size(hidden: int) -> str:
-    size = LLAMA_SIZE_BY_HIDDEN.get(hidden)
-    return f"hidden {hidden}, a {size} LLaMA" if size else f"hidden {hidden}"

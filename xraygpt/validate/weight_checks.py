@@ -8,15 +8,21 @@ shapes can be compared with the files' (through :mod:`xraygpt.models.convert`).
 from __future__ import annotations
 
 import json
-import logging
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xraygpt.models.checkpoint_fit import blip2_targets, fit_state, model_ckpt_keys, shapes_of
-from xraygpt.validate.checklist import Checklist, human_count, llama_size, read_json
+from xraygpt.models.checkpoint_fit import (
+    blip2_targets,
+    fit_state,
+    llama_proj_problems,
+    model_ckpt_keys,
+    shapes_of,
+)
+from xraygpt.models.llm import llama_size
+from xraygpt.validate.checklist import Checklist, human_count, read_json
 from xraygpt.validate.system_checks import MemoryEstimate, estimate_memory
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
@@ -381,10 +387,6 @@ def _meta_model(
         notes.append("the shipped tiny tokenizer")
     note = f" (with {' and '.join(notes)}, since the LLM folder failed)" if notes else ""
     build_cfg = OmegaConf.merge(model_cfg, patch) if patch else model_cfg
-    # The model logs what a real build would load; on the meta device that is noise.
-    logger = logging.getLogger("xraygpt")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
     try:
         model = _build_on_meta(build_cfg)
     except Exception as err:  # noqa: BLE001 - any build error is the user's config to fix
@@ -396,8 +398,6 @@ def _meta_model(
             "fix the model key named in the message (the defaults are in xraygpt/configs/models/)",
         )
         return None
-    finally:
-        logger.setLevel(level)
     counts = {}
     for name, child in model.named_children():
         n = sum(p.numel() for p in child.parameters())
@@ -417,24 +417,19 @@ def _check_frozen_random(
     out: Checklist, model_cfg: Any, model: Any, from_ckpts: set[str], uses_images: bool
 ) -> None:
     """A frozen module without weights makes training useless; benchmarks do it on purpose,
-    so it is a warning. ``from_ckpts``: modules that ``model.ckpt`` files fill;
-    ``uses_images``: False for tasks that never run the image side (a task class
-    attribute, e.g. text-only LLM training)."""
-    frozen_random = []
-    modules = [("freeze_llm", "llama_model", "llama_model")]
-    if uses_images:
-        modules += [
-            ("freeze_vit", "vit_ckpt", "visual_encoder"),
-            ("freeze_qformer", "q_former_model", "Qformer"),
-        ]
-    for flag, key, module in modules:
-        if (
-            model_cfg.get(flag)
-            and not model_cfg.get(key)
-            and hasattr(model, module)
-            and module not in from_ckpts
-        ):
-            frozen_random.append(f"{module} (model.{key} is empty)")
+    so it is a warning. The rule is the model's own (it logs the same when it loads).
+    ``from_ckpts``: modules that ``model.ckpt`` files fill; ``uses_images``: False for
+    tasks that never run the image side (a task class attribute, e.g. text-only LLM
+    training)."""
+    from xraygpt.models.mini_gpt4_loading import PART_SOURCES, frozen_random_parts
+
+    if model_cfg.get("model_type") in getattr(model, "RANDOM_INIT_MODEL_TYPES", ()):
+        return  # a toy model (the tiny recipe's): random by design
+    frozen_random = [
+        f"{part} (model.{PART_SOURCES[part][1]} is empty)"
+        for part in frozen_random_parts(model_cfg, from_ckpts, images=uses_images)
+        if hasattr(model, part)
+    ]
     if frozen_random:
         out.add(
             "weights",
@@ -611,17 +606,10 @@ def _check_llama_proj(
         )
         return
     shape, key = loaded
-    problems = []
-    if shape[0] != hidden:
-        problems.append(
-            f"{key} holds llama_proj.weight {list(shape)}, made for an LLM with "
-            f"{llama_size(shape[0])}, but the LLM ({llm_source}) has {llama_size(hidden)}"
-        )
-    if len(shape) != 2 or shape[1] != expected[1]:
-        problems.append(
-            f"{key} holds llama_proj.weight {list(shape)}, but the Q-Former gives "
-            f"{expected[1]}-wide tokens"
-        )
+    problems = [
+        f"{key}: {problem}"
+        for problem in llama_proj_problems(shape, hidden, expected[1], f"the LLM ({llm_source})")
+    ]
     out.add(
         "weights",
         "llama_proj",
