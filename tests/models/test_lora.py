@@ -174,7 +174,9 @@ def test_mini_gpt4_with_adapters_trains_llama_proj_and_the_adapters(make_model, 
 
 
 def test_mini_gpt4_lora_config_errors(make_model):
-    with pytest.raises(ValueError, match="freeze_llm=false"):
+    from xraygpt.common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="freeze_llm=false"):  # one error line, exit 2
         make_model(freeze_llm=False, lora={})
     with pytest.raises(ValueError, match=r"model.lora.target_modules: \['query'\]"):
         make_model(**FROZEN_ENCODERS, lora={"target_modules": ["query"]})

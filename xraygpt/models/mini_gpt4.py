@@ -205,13 +205,13 @@ class MiniGPT4(nn.Module):
             return None
         settings = LoraSettings.from_mapping(cfg.lora, "model.lora")
         if not cfg.freeze_llm:
-            raise ValueError(
+            raise ConfigError(
                 "model.lora is set with freeze_llm=false: LoRA trains adapters on a frozen "
                 "LLM; set model.freeze_llm=true (or model.lora=null for full fine-tuning)"
             )
         if settings.quantize_4bit:
             if cfg.low_resource:
-                raise ValueError(
+                raise ConfigError(
                     "model.lora.quantize_4bit=true and model.low_resource=true both quantize "
                     "the LLM (4-bit vs 8-bit): choose one"
                 )
