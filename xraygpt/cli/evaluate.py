@@ -18,25 +18,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser("Evaluate an XrayGPT model on a test split.").parse_args(argv)
     # Heavy imports only after parsing, so that --help is instant.
     from xraygpt.common import dist
-    from xraygpt.common.launch import load_config, seed_everything, setup_logging
+    from xraygpt.common.launch import start_job
     from xraygpt.components import register_components
-    from xraygpt.eval.evaluation import place_model, run_evaluation
-    from xraygpt.models.factory import build_model
+    from xraygpt.eval.evaluation import evaluate_job
 
-    registry = register_components()
-    setup_logging()
-    cfg = load_config(args)
-    device = dist.init_distributed(cfg.run_cfg.device)
+    register_components()
     # The same seed on every rank: ranks must agree on anything drawn at random (a part
     # built without weights); generation itself is greedy or beam search.
-    seed_everything(cfg.run_cfg.seed)
-    if dist.is_main_process():
-        print(cfg.pretty_print(), flush=True)
+    cfg, device = start_job(args, seed_per_rank=False)
     try:
-        task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
-        datasets = task.build_datasets(cfg)
-        model = place_model(build_model(cfg.model_cfg), device)
-        results = run_evaluation(cfg, model, datasets)
+        results = evaluate_job(cfg, device)
         if dist.is_main_process():
             from xraygpt.train.tracking import log_evaluation
 

@@ -19,23 +19,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser("Train an XrayGPT stage from a YAML config.").parse_args(argv)
     # Heavy imports only after parsing, so that --help is instant.
     from xraygpt.common import dist
-    from xraygpt.common.launch import load_config, seed_everything, setup_logging
+    from xraygpt.common.launch import start_job
     from xraygpt.components import register_components
+    from xraygpt.train.runner import train_job
 
-    registry = register_components()
-    setup_logging()
-    cfg = load_config(args)
-    device = dist.init_distributed(cfg.run_cfg.device)
-    seed_everything(cfg.run_cfg.seed, dist.get_rank())
-    if dist.is_main_process():
-        print(cfg.pretty_print(), flush=True)
+    register_components()
+    cfg, device = start_job(args, seed_per_rank=True)
     try:
-        task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
-        datasets = task.build_datasets(cfg)
-        model = task.build_model(cfg)
-        runner = registry.get_runner_class(cfg.run_cfg.runner)(
-            cfg, task, model, datasets, device=device
-        )
-        return runner.train()
+        return train_job(cfg, device)
     finally:
         dist.cleanup()

@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import random
+from typing import Any
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -57,3 +58,23 @@ def load_config(args: argparse.Namespace):
     from xraygpt.common.config import Config
 
     return Config(args.cfg_path, args.options)
+
+
+def start_job(args: argparse.Namespace, *, seed_per_rank: bool) -> tuple[Any, Any]:
+    """What a training or evaluation job does first, on every rank: logging, the merged
+    config (printed on rank 0), the process group and this rank's device, the seed.
+
+    ``seed_per_rank``: each rank its own stream (training); else the same seed on every
+    rank (evaluation: ranks must agree on anything drawn at random). The components must
+    be registered (:func:`xraygpt.components.register_components`). Returns ``(cfg, device)``;
+    the caller ends with :func:`xraygpt.common.dist.cleanup`.
+    """
+    from xraygpt.common import dist
+
+    setup_logging()
+    cfg = load_config(args)
+    device = dist.init_distributed(cfg.run_cfg.device)
+    seed_everything(cfg.run_cfg.seed, dist.get_rank() if seed_per_rank else 0)
+    if dist.is_main_process():
+        print(cfg.pretty_print(), flush=True)
+    return cfg, device

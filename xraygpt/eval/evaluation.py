@@ -406,3 +406,15 @@ def run_evaluation(
             results[f"{name}/{split}"] = metrics
     dist.barrier()
     return results
+
+
+def evaluate_job(cfg: Any, device: torch.device) -> dict[str, Any]:
+    """Evaluate the model of ``cfg`` (with its weights) on its datasets' test splits, on
+    ``device``: :func:`run_evaluation`'s results (``xraygpt evaluate``)."""
+    from xraygpt.common.registry import registry
+    from xraygpt.models.factory import build_model
+
+    task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    datasets = task.build_datasets(cfg)
+    model = place_model(build_model(cfg.model_cfg), device)
+    return run_evaluation(cfg, model, datasets)

@@ -627,3 +627,15 @@ def _json_number(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def train_job(cfg: Config, device: torch.device) -> dict:
+    """Train the job of ``cfg`` on ``device``: its task's datasets and model, its runner's
+    loop; the runner's final stats (``xraygpt train``)."""
+    task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    datasets = task.build_datasets(cfg)
+    model = task.build_model(cfg)
+    runner = registry.get_runner_class(cfg.run_cfg.runner)(
+        cfg, task, model, datasets, device=device
+    )
+    return runner.train()
