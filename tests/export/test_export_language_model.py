@@ -11,8 +11,8 @@ from transformers import LlamaForCausalLM
 
 from xraygpt.cli.export import main as export_main
 from xraygpt.common.config import Config
+from xraygpt.common.constants import EXPORT_INFO
 from xraygpt.common.registry import registry
-from xraygpt.export import language_model as export_llm
 from xraygpt.models.llm import TINY_TOKENIZER_DIR, load_tokenizer, preset_config
 from xraygpt.models.mini_gpt4 import MiniGPT4
 from xraygpt.train.checkpoint import trainable_state_dict
@@ -90,7 +90,7 @@ def test_exported_folder_is_plain_transformers_and_generates_the_same(trained, t
     assert {"config.json", "generation_config.json", "tokenizer.json"} <= names
     assert any(n.endswith(".safetensors") for n in names)
     assert not any("adapter" in n for n in names)  # merged: no peft files
-    info = json.loads((out / export_llm.EXPORT_INFO).read_text())
+    info = json.loads((out / EXPORT_INFO).read_text())
     assert info["lora_merged"] and info["dtype"] == "float32"
 
     plain = LlamaForCausalLM.from_pretrained(str(out), local_files_only=True).eval()

@@ -18,6 +18,7 @@ from safetensors import safe_open
 from tests.tiny_models import SMALL_MODEL_OVERRIDES
 from xraygpt.cli.export import main as export_main
 from xraygpt.common.config import REPO_ROOT, Config
+from xraygpt.common.errors import UsageError
 from xraygpt.conversation.chat import Chat
 from xraygpt.conversation.templates import IMAGE_MESSAGE, get_conv_template
 from xraygpt.export import hf as export_hf
@@ -469,3 +470,58 @@ def test_the_full_size_model_maps_onto_blip2_names_and_shapes() -> None:
     for entry in plan:
         shape = entry.compute(lambda k: tensors[k]()).shape
         assert shape == reference[entry.target].shape, entry.target
+
+
+# ------------------------------------------------------------------ --out: nothing lost
+
+
+def test_overwrite_refuses_a_folder_that_is_not_an_export(tmp_path, capsys) -> None:
+    """``xraygpt export hf ... --out <a training run> --overwrite`` once deleted the run."""
+    from xraygpt.common.errors import run_main
+
+    run = tmp_path / "xraygpt_tiny_eva"
+    (run / "tb").mkdir(parents=True)
+    (run / "checkpoint_last.pth").write_bytes(b"weights")
+    (run / "log.jsonl").write_text('{"step": 1}\n')
+    argv = ["hf", "--cfg-path", "eval_configs/xraygpt_tiny_eva_eval.yaml", "--out", str(run)]
+    options = ["--options", "model.ckpt=", "model.tokenizer=xraygpt/models/assets/tiny_tokenizer"]
+    assert run_main(export_main, [*argv, "--overwrite", *options]) == 2
+    err = capsys.readouterr().err
+    assert "is not an earlier export" in err and "checkpoint_last.pth" in err
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_last.pth", "log.jsonl", "tb"]
+    assert (run / "checkpoint_last.pth").read_bytes() == b"weights"
+
+
+def test_overwrite_replaces_an_earlier_export_and_out_may_not_be_a_file(tmp_path, capsys):
+    model, cfg = build()
+    out = tmp_path / "hf"
+    export_hf.export_model(model, cfg, out)
+    (out / "stale.txt").write_text("from the first export")
+    export_hf.export_model(model, cfg, out, overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "config.json").is_file()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(UsageError, match="is a file"):
+        export_hf.export_model(model, cfg, a_file)
+    assert a_file.read_text() == "mine"
+
+
+def test_a_killed_exports_leftover_is_removed_and_folders_follow_the_umask(tmp_path, caplog):
+    import logging
+    import os
+
+    model, cfg = build()
+    out = tmp_path / "hf"
+    leftover = tmp_path / ".hf.partial"  # what a SIGKILL in the middle of writing leaves
+    leftover.mkdir()
+    (leftover / "model-00001-of-00002.safetensors").write_bytes(b"\0" * 1024)
+    old = os.umask(0o022)
+    try:
+        with caplog.at_level(logging.INFO, logger="xraygpt.export"):
+            export_hf.export_model(model, cfg, out)
+    finally:
+        os.umask(old)
+    assert not leftover.exists()
+    assert "did not finish" in caplog.text
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert out.stat().st_mode & 0o777 == 0o755  # as the user's umask says, not 0700

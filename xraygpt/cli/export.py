@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cast the weights (float32, float16, bfloat16; the Q-Former stays fp32); default: keep",
     )
-    hf.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    hf.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
     llm = sub.add_parser("llm", help=LLM_HELP, description=LLM_HELP)
     llm.add_argument(
         "--cfg-path", required=True, help="the YAML config the checkpoint was trained with"
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SHARD_SIZE,
         help=f"largest safetensors shard (default {DEFAULT_SHARD_SIZE})",
     )
+    llm.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
     llm.add_argument(
         "--options",
         nargs="+",
@@ -129,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options=args.options,
         dtype=args.dtype,
         max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
     )
     print(f"wrote {args.out} ({info['parameters'] / 1e6:.2f} M parameters, {info['dtype']})")
     return 0

@@ -41,3 +41,7 @@ PHANTOM_FINDINGS = (
 PHANTOM_OBSERVATIONS = (*PHANTOM_FINDINGS, "No Finding")
 
 STOP_STR = "###"  # turn separator of the XrayGPT conversation; generation stops at it
+
+# The provenance file every export writes (``xraygpt export hf|llm``): what makes a folder
+# an export, for the model's loader and for --overwrite.
+EXPORT_INFO = "xraygpt_export.json"

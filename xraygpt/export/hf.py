@@ -26,9 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -38,19 +36,20 @@ from typing import Any
 import torch
 
 import xraygpt.models.hf_blip2 as hf_blip2
-from xraygpt.common.constants import CLIP_MEAN, CLIP_STD, IMAGE_PLACEHOLDER, STOP_STR
-from xraygpt.common.errors import UsageError
+from xraygpt.common.constants import CLIP_MEAN, CLIP_STD, EXPORT_INFO, IMAGE_PLACEHOLDER, STOP_STR
 from xraygpt.common.io import atomic_write_json
-from xraygpt.export import DEFAULT_SHARD_SIZE
+from xraygpt.export import (
+    DEFAULT_SHARD_SIZE,
+    ExportError,
+    check_out,
+    partial_folder,
+    publish,
+)
 
 log = logging.getLogger(__name__)
 
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-class ExportError(UsageError):
-    """A config or model that cannot be written as Blip2ForConditionalGeneration."""
 
 
 @dataclass
@@ -442,8 +441,7 @@ def export_model(
 
     start = time.perf_counter()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ExportError(f"--out {out} exists; remove it or pass --overwrite")
+    check_out(out, overwrite=overwrite)
     check_exportable(cfg.model_cfg)
     cast = parse_dtype(dtype, "--dtype") if dtype else None
     n_query = int(model.query_tokens.shape[1])
@@ -462,8 +460,7 @@ def export_model(
     plan = hf_blip2.to_hf_plan(tensors, vocab_rows=vocab_rows if vocab_rows != vocab else None)
     check_names(config, [e.target for e in plan])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = partial_folder(out)
     try:
         shards, size = write_shards(
             plan, lambda k: tensors[k](), tmp, parse_size(max_shard_size), cast
@@ -472,10 +469,8 @@ def export_model(
         config.save_pretrained(tmp)
         generation_config(cfg, processor.tokenizer, image_id).save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        atomic_write_json(export_info(cfg, vocab, image_id, n_query), tmp / hf_blip2.EXPORT_INFO)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        atomic_write_json(export_info(cfg, vocab, image_id, n_query), tmp / EXPORT_INFO)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -525,8 +520,7 @@ def export_from_config(
 
     cfg = Config(cfg_path, options)
     check_exportable(cfg.model_cfg)  # before the (possibly long) build
-    if Path(out).exists() and not overwrite:
-        raise ExportError(f"--out {out} exists; remove it or pass --overwrite")
+    check_out(Path(out), overwrite=overwrite)
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg).eval()
     return export_model(
         model, cfg, out, max_shard_size=max_shard_size, dtype=dtype, overwrite=overwrite

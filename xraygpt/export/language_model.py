@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
-from xraygpt.common.errors import CheckpointError, OutputExistsError, UsageError
-from xraygpt.export import DEFAULT_SHARD_SIZE
+from xraygpt.common.errors import CheckpointError, UsageError
+from xraygpt.export import DEFAULT_SHARD_SIZE, EXPORT_INFO, check_out, partial_folder, publish
 
 log = logging.getLogger(__name__)
-
-EXPORT_INFO = "xraygpt_export.json"
 
 
 def export_llm(
@@ -38,11 +35,14 @@ def export_llm(
     options: list[str] | None = None,
     dtype: str | None = None,
     max_shard_size: str = DEFAULT_SHARD_SIZE,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write the trained LLM of a checkpoint to ``out``; its provenance (``xraygpt_export.json``)."""
+    """Write the trained LLM of a checkpoint to ``out``; its provenance (``xraygpt_export.json``).
+
+    ``overwrite`` replaces an earlier export at ``out`` (never a folder of anything else).
+    """
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise OutputExistsError(f"--out {out} exists and is not empty: name a new folder")
+    check_out(out, overwrite=overwrite)
     llm, tokenizer, info = load_trained_llm(cfg_path, ckpt, list(options or []), dtype)
     write_folder(llm, tokenizer, out, str(max_shard_size), info)
     return info
@@ -119,12 +119,8 @@ def write_folder(llm: Any, tokenizer: Any, out: Path, max_shard_size: str, info:
         pad_token_id=tokenizer.pad_token_id,
     )
     llm.config.use_cache = True
-    partial = out.with_name(f".{out.name}.partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    partial = partial_folder(out)
     llm.save_pretrained(str(partial), max_shard_size=max_shard_size)
     tokenizer.save_pretrained(str(partial))
     atomic_write_text(json.dumps(info, indent=2) + "\n", partial / EXPORT_INFO)
-    if out.exists():
-        out.rmdir()  # empty, checked by run()
-    partial.rename(out)
+    publish(partial, out)

@@ -47,13 +47,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from xraygpt.common.constants import EXPORT_INFO
 from xraygpt.common.errors import CheckpointError, MissingFileError
 
 IMAGE_TOKEN = "<image>"  # transformers' BLIP-2 image token
 # Vision encoders that are timm Eva models, i.e. that Blip2VisionModel reproduces.
 EXPORTABLE_ENCODERS = ("eva_clip_g", "tiny")
 # The project's files inside an exported folder (transformers ignores them).
-EXPORT_INFO = "xraygpt_export.json"
 CONFIG_FILE = "config.json"
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"

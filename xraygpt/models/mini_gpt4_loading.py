@@ -24,6 +24,7 @@ from torch import nn
 import xraygpt.models.convert as convert
 import xraygpt.models.hf_blip2 as hf_blip2
 from xraygpt.common.config import ConfigError, require_path, resolve_path
+from xraygpt.common.constants import EXPORT_INFO
 from xraygpt.common.errors import CheckpointError, MissingFileError
 from xraygpt.common.io import load_checkpoint
 from xraygpt.models.checkpoint_fit import (
@@ -204,7 +205,7 @@ def load_hf_folder(model: nn.Module, folder: Path) -> list[str]:
     if not hf_blip2.is_exported_folder(folder):
         raise MissingFileError(
             f"model.ckpt: {folder} is a folder but not one written by "
-            f"'xraygpt export hf' (no {hf_blip2.EXPORT_INFO} and "
+            f"'xraygpt export hf' (no {EXPORT_INFO} and "
             f"{hf_blip2.CONFIG_FILE}); give a checkpoint file or an exported folder"
         )
     if hasattr(model.llama_model, "peft_config"):
