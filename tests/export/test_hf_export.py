@@ -525,3 +525,27 @@ def test_a_killed_exports_leftover_is_removed_and_folders_follow_the_umask(tmp_p
     assert "did not finish" in caplog.text
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert out.stat().st_mode & 0o777 == 0o755  # as the user's umask says, not 0700
+
+
+def test_a_truncated_or_missing_shard_is_one_error_naming_it(exported, tmp_path) -> None:
+    """``model.ckpt=<export folder>`` with a damaged shard: once a raw SafetensorError or
+    FileNotFoundError traceback; now one project error naming the shard and the fix."""
+    import shutil
+
+    from xraygpt.common.errors import CheckpointError, MissingFileError
+
+    model, _ = build()
+    cfg = job_config()
+    several = tmp_path / "sharded"
+    export_hf.export_model(model, cfg, several, max_shard_size="200KB")
+    shards = sorted(several.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    truncated = tmp_path / "truncated"
+    shutil.copytree(several, truncated)
+    victim = truncated / shards[1].name
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=rf"{victim.name}: the shard cannot be read"):
+        build(ckpt=str(truncated))
+    (several / shards[0].name).unlink()
+    with pytest.raises(MissingFileError, match=rf"the shard {shards[0].name} is missing"):
+        build(ckpt=str(several))

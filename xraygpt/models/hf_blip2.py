@@ -37,6 +37,7 @@ tensors), so the exporter can compute and write one tensor at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -323,6 +324,23 @@ def is_exported_folder(path: Path) -> bool:
     return path.is_dir() and (path / EXPORT_INFO).is_file() and (path / CONFIG_FILE).is_file()
 
 
+@contextlib.contextmanager
+def open_shard(folder: Path, file: str) -> Iterator[Any]:
+    """A safetensors shard of an exported folder, open; a missing, truncated or damaged
+    shard is one :class:`CheckpointError` naming it and what to do."""
+    from safetensors import SafetensorError, safe_open
+
+    path = folder / file
+    fix = f"export the model again (xraygpt export hf ... --out {folder} --overwrite)"
+    if not path.is_file():
+        raise MissingFileError(f"{folder}: the shard {file} is missing: {fix}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            yield handle
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: the shard cannot be read ({err}); {fix}") from err
+
+
 def folder_weight_files(folder: Path) -> dict[str, list[str]]:
     """Shard file -> its tensor names, from the index (or the single file)."""
     index = folder / INDEX_FILE
@@ -335,9 +353,7 @@ def folder_weight_files(folder: Path) -> dict[str, list[str]]:
     single = folder / SINGLE_FILE
     if not single.is_file():
         raise MissingFileError(f"{folder}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
-    from safetensors import safe_open
-
-    with safe_open(str(single), framework="pt") as handle:
+    with open_shard(folder, SINGLE_FILE) as handle:
         return {SINGLE_FILE: list(handle.keys())}
 
 
@@ -347,8 +363,6 @@ def iter_folder_state(folder: Path, model_vocab: int) -> Iterator[dict[str, torc
     ``model_vocab``: the model's vocabulary size; the folder may hold more rows
     only where ``image_token_index`` needed a new id (those rows are dropped).
     """
-    from safetensors import safe_open
-
     config = json.loads((folder / CONFIG_FILE).read_text())
     text_vocab = int(config["text_config"]["vocab_size"])
     image_id = int(config.get("image_token_index", -1))
@@ -359,7 +373,7 @@ def iter_folder_state(folder: Path, model_vocab: int) -> Iterator[dict[str, torc
             f"another tokenizer"
         )
     for file, keys in folder_weight_files(folder).items():
-        with safe_open(str(folder / file), framework="pt") as handle:
+        with open_shard(folder, file) as handle:
             plan = from_hf_plan(keys, vocab_rows=model_vocab)
             yield {entry.target: entry.compute(handle.get_tensor) for entry in plan}
 
