@@ -25,29 +25,42 @@ HF_HELP = "the whole model as transformers' Blip2ForConditionalGeneration (+ pro
 LLM_HELP = "the language model alone as a LlamaForCausalLM folder, LoRA merged"
 
 
+def _common_flags() -> argparse.ArgumentParser:
+    """The flags both formats take."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values"
+    )
+    common.add_argument(
+        "--out", required=True, help="the folder to write (new, empty, or an earlier export)"
+    )
+    common.add_argument(
+        "--max-shard-size",
+        default=DEFAULT_SHARD_SIZE,
+        help=f"largest safetensors shard (default {DEFAULT_SHARD_SIZE})",
+    )
+    common.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export at --out (never a folder of anything else)",
+    )
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xraygpt export", description="Export a trained XrayGPT model."
     )
     sub = parser.add_subparsers(dest="format", required=True, metavar="{hf,llm}")
-    hf = sub.add_parser("hf", help=HF_HELP, description=HF_HELP)
+    common = _common_flags()
+    hf = sub.add_parser("hf", parents=[common], help=HF_HELP, description=HF_HELP)
     hf.add_argument("--cfg-path", required=True, help="the job's YAML (e.g. an eval config)")
-    hf.add_argument(
-        "--options", nargs="+", default=[], metavar="KEY=VALUE", help="override config values"
-    )
-    hf.add_argument("--out", required=True, help="the folder to write (must not exist)")
-    hf.add_argument(
-        "--max-shard-size",
-        default=DEFAULT_SHARD_SIZE,
-        help=f"largest safetensors shard (default {DEFAULT_SHARD_SIZE})",
-    )
     hf.add_argument(
         "--dtype",
         default=None,
         help="cast the weights (float32, float16, bfloat16; the Q-Former stays fp32); default: keep",
     )
-    hf.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
-    llm = sub.add_parser("llm", help=LLM_HELP, description=LLM_HELP)
+    llm = sub.add_parser("llm", parents=[common], help=LLM_HELP, description=LLM_HELP)
     llm.add_argument(
         "--cfg-path", required=True, help="the YAML config the checkpoint was trained with"
     )
@@ -57,24 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a training checkpoint: checkpoint_<step>.pth / checkpoint_last.pth, or an FSDP "
         "checkpoint_<step>/ folder",
     )
-    llm.add_argument("--out", required=True, help="the folder to write (must not exist)")
     llm.add_argument(
         "--dtype",
         default=None,
         help="dtype of the written weights (float16, bfloat16, float32); default: the model's",
-    )
-    llm.add_argument(
-        "--max-shard-size",
-        default=DEFAULT_SHARD_SIZE,
-        help=f"largest safetensors shard (default {DEFAULT_SHARD_SIZE})",
-    )
-    llm.add_argument("--overwrite", action="store_true", help="replace an earlier export at --out")
-    llm.add_argument(
-        "--options",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, as for train.py",
     )
     return parser
 
