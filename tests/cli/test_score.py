@@ -11,6 +11,8 @@ import pytest
 
 from xraygpt.cli.score import main
 from xraygpt.common.config import REPO_ROOT
+from xraygpt.common.errors import DEBUG_ENV, MissingFileError, UsageError, run_main
+from xraygpt.eval.metrics.scoring import PredictionsError
 
 LINES = [
     {
@@ -63,9 +65,54 @@ def test_default_out_is_next_to_the_file(tmp_path: Path) -> None:
 def test_bad_file_exits_2_with_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"image_id": "a", "generated": "x"}\n')
-    assert main(["--predictions", str(bad)]) == 2
-    assert "bad.jsonl:1: missing field(s) reference" in capsys.readouterr().err
-    assert main(["--predictions", str(tmp_path / "none.jsonl")]) == 2
+    assert run_main(main, ["--predictions", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.jsonl:1: missing field(s) reference" in err
+    assert "Traceback" not in err
+    assert run_main(main, ["--predictions", str(tmp_path / "none.jsonl")]) == 2
+    missing = f"error: predictions file not found: {tmp_path / 'none.jsonl'}"
+    assert missing in capsys.readouterr().err
+    good = write(tmp_path / "good.jsonl", LINES)
+    assert run_main(main, ["--predictions", str(good), "--bootstrap", "-1"]) == 2
+    assert "error: --bootstrap -1: must be >= 0 (0 = off)" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image_id": "a", "generated": "x"}\n')
+    with pytest.raises(PredictionsError, match="bad.jsonl:1: missing field"):
+        run_main(main, ["--debug", "--predictions", str(bad)])
+    with pytest.raises(MissingFileError, match="predictions file not found"):
+        run_main(main, ["--predictions", str(tmp_path / "none.jsonl"), "--debug"])
+    good = write(tmp_path / "good.jsonl", LINES)
+    with pytest.raises(UsageError, match="--compare needs --bootstrap >= 1"):
+        run_main(main, ["--predictions", str(good), "--compare", str(good), "--bootstrap", "0",
+                        "--debug"])  # fmt: skip
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(UsageError, match="--bootstrap -2"):
+        run_main(main, ["--predictions", str(good), "--bootstrap", "-2"])
+
+
+def test_debug_traceback_through_the_command_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"image_id": "a", "generated": "x"}\n')
+
+    def score(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "xraygpt", *argv],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+
+    plain = score("score", "--predictions", str(bad))
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr
+    assert plain.stderr.splitlines()[0].startswith("error: ") and "bad.jsonl:1" in plain.stderr
+    debug = score("--debug", "score", "--predictions", str(bad))
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+    assert "PredictionsError: " in debug.stderr and "bad.jsonl:1: missing field" in debug.stderr
 
 
 def test_module_entry_point_help() -> None:

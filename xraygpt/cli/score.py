@@ -18,7 +18,6 @@ writes ``<out>/compare.json`` instead.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,26 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from xraygpt.common.errors import UsageError
     from xraygpt.common.io import atomic_write_json
-    from xraygpt.eval.metrics.scoring import (
-        PredictionsError,
-        format_table,
-        read_predictions,
-        score_records,
-    )
+    from xraygpt.eval.metrics.scoring import format_table, read_predictions, score_records
 
     path = Path(args.predictions)
     out_dir = Path(args.out) if args.out else path.parent
     if args.bootstrap < 0:
-        print(f"error: --bootstrap {args.bootstrap}: must be >= 0 (0 = off)", file=sys.stderr)
-        return 2
-    try:
-        records = read_predictions(path)
-        if args.compare:
-            return _compare(args, path, records, out_dir)
-    except (FileNotFoundError, PredictionsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--bootstrap {args.bootstrap}: must be >= 0 (0 = off)")
+    if args.compare and args.bootstrap < 1:
+        raise UsageError(f"--compare needs --bootstrap >= 1 resamples, got {args.bootstrap}")
+    # A missing or bad file raises the project's error: run_main prints it (--debug: traceback).
+    records = read_predictions(path)
+    if args.compare:
+        return _compare(args, path, records, out_dir)
     metrics = score_records(
         records,
         meteor=not (args.no_meteor or args.no_java),
@@ -123,9 +116,6 @@ def _compare(args: argparse.Namespace, path: Path, records: list, out_dir: Path)
     )
     from xraygpt.eval.metrics.scoring import read_predictions
 
-    if args.bootstrap < 1:
-        print("error: --compare needs --bootstrap >= 1 resamples", file=sys.stderr)
-        return 2
     if args.compare.startswith(BASELINE_PREFIX):
         name = args.compare[len(BASELINE_PREFIX) :]
         other, b_name = baseline_records(records, name, str(path)), f"{path} baseline {name}"
