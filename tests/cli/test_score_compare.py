@@ -9,6 +9,7 @@ import pytest
 
 from tests.report_text import random_reports
 from xraygpt.cli.score import main
+from xraygpt.common.errors import run_main
 
 REFS = random_reports(30, 0, most_sentences=3)
 
@@ -28,7 +29,7 @@ def write(path: Path, generated: list[str], refs: list[str] = REFS, prefix: str 
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main([*argv, "--no-java"])
+    code = run_main(main, [*argv, "--no-java"])
     out = capsys.readouterr()
     return code, out.out, out.err
 

@@ -10,7 +10,11 @@ The file is JSON lines with at least ``image_id``, ``generated`` and
 ``xraygpt evaluate`` (test.py) writes it (see :mod:`xraygpt.eval.metrics.scoring`). Writes
 ``<out>/metrics.json`` and ``<out>/metrics.png`` (default: next to the predictions file) with 95 %
 bootstrap intervals (``--bootstrap N`` resamples, 0 = none) and prints the
-table. ``--compare`` scores the difference A - B of two systems over the
+table and where it wrote. A ``metrics.json`` there that ``xraygpt score`` did not
+write, such as the one test.py wrote with the predictions, is kept as it is: the
+new scores go to ``metrics_rescored.json`` and ``metrics_rescored.png`` beside it,
+and carry test.py's ``run`` block (config, checkpoint, generation settings) and
+``skipped_images``. ``--compare`` scores the difference A - B of two systems over the
 images both files hold (paired bootstrap: interval and two-sided p-value) and
 writes ``<out>/compare.json`` instead.
 """
@@ -18,7 +22,6 @@ writes ``<out>/compare.json`` instead.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,13 +29,17 @@ from pathlib import Path
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xraygpt score",
-        description="Score a predictions file (JSON lines: image_id, generated, reference).",
+        description="Score a predictions file (JSON lines: image_id, generated, reference). "
+        "Writes metrics.json and metrics.png; beside a metrics.json that xraygpt score did not "
+        "write (test.py's), it keeps that one and writes metrics_rescored.json and "
+        "metrics_rescored.png, with test.py's run block and skipped_images.",
     )
     parser.add_argument("--predictions", required=True, help="the predictions .jsonl file")
     parser.add_argument(
         "--out",
         default=None,
-        help="folder for metrics.json (default: the predictions file's folder)",
+        help="folder for metrics.json, or metrics_rescored.json beside a metrics.json that "
+        "xraygpt score did not write (default: the predictions file's folder)",
     )
     parser.add_argument(
         "--no-meteor",
@@ -69,47 +76,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from xraygpt.common.io import atomic_write_json
-    from xraygpt.eval.metrics.scoring import (
-        PredictionsError,
-        format_table,
-        read_predictions,
-        score_records,
-    )
+    from xraygpt.common.errors import UsageError
+    from xraygpt.eval.metrics.scoring import format_table, read_predictions, rescore_predictions
 
     path = Path(args.predictions)
     out_dir = Path(args.out) if args.out else path.parent
     if args.bootstrap < 0:
-        print(f"error: --bootstrap {args.bootstrap}: must be >= 0 (0 = off)", file=sys.stderr)
-        return 2
-    try:
-        records = read_predictions(path)
-        if args.compare:
-            return _compare(args, path, records, out_dir)
-    except (FileNotFoundError, PredictionsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    metrics = score_records(
-        records,
+        raise UsageError(f"--bootstrap {args.bootstrap}: must be >= 0 (0 = off)")
+    if args.compare and args.bootstrap < 1:
+        raise UsageError(f"--compare needs --bootstrap >= 1 resamples, got {args.bootstrap}")
+    # A missing or bad file raises the project's error: run_main prints it (--debug: traceback).
+    if args.compare:
+        return _compare(args, path, read_predictions(path), out_dir)
+    result = rescore_predictions(
+        path,
+        out_dir,
         meteor=not (args.no_meteor or args.no_java),
         use_java=False if args.no_java else None,
-        run_info={"predictions": str(path)},
         bootstrap=args.bootstrap,
         seed=args.seed,
+        skipped={"METEOR": "needs Java, which --no-java turned off"} if args.no_java else None,
     )
-    if args.no_java:
-        metrics["skipped"]["METEOR"] = "needs Java, which --no-java turned off"
-    out = out_dir / "metrics.json"
-    atomic_write_json(metrics, out)
-    from xraygpt.eval.plots import plot_metrics
-
-    picture = plot_metrics(metrics, out_dir / "metrics.png")
-    print(format_table(metrics))
+    print(format_table(result.metrics))
     if args.variants:
         from xraygpt.eval.metrics.scoring import format_variant_table
 
-        print(format_variant_table(metrics))
-    print(f"metrics written to {out}, the per-observation picture to {picture}")
+        print(format_variant_table(result.metrics))
+    print(
+        f"metrics written to {result.metrics_path}, the per-observation picture to "
+        f"{result.picture_path}"
+    )
+    if result.kept:
+        print(f"{result.kept}, which xraygpt score did not write, is kept as it was")
     return 0
 
 
@@ -123,9 +121,6 @@ def _compare(args: argparse.Namespace, path: Path, records: list, out_dir: Path)
     )
     from xraygpt.eval.metrics.scoring import read_predictions
 
-    if args.bootstrap < 1:
-        print("error: --compare needs --bootstrap >= 1 resamples", file=sys.stderr)
-        return 2
     if args.compare.startswith(BASELINE_PREFIX):
         name = args.compare[len(BASELINE_PREFIX) :]
         other, b_name = baseline_records(records, name, str(path)), f"{path} baseline {name}"

@@ -120,3 +120,81 @@ def test_a_shifted_metric_keeps_its_corpus_value_and_takes_the_per_report_spread
     )
     with pytest.raises(ValueError, match="METEOR: 3 per-report scores for 40 reports"):
         boot.report_statistics(GEN, REFS, tokens, *labels, shifted={"METEOR": (0.3, [0.1] * 3)})
+
+
+def one_shot_weights(n: int, resamples: int, seed: int) -> np.ndarray:
+    """The resamples as one ``(resamples, n)`` matrix, drawn in one request (the unchunked way)."""
+    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    flat = index + (np.arange(resamples) * n)[:, None]
+    return np.bincount(flat.ravel(), minlength=resamples * n).reshape(resamples, n).astype(float)
+
+
+def percentiles(values: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    tail = 100 * (1 - 0.95) / 2
+    return {k: [float(x) for x in np.percentile(v, [tail, 100 - tail])] for k, v in values.items()}
+
+
+def test_chunked_resampling_gives_the_one_shot_intervals_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tokens, _ = tokenize_texts([*GEN, *REFS], use_java=False)
+    labels = ([label_report(t) for t in GEN], [label_report(t) for t in REFS])
+    spread = np.linspace(0.1, 0.5, len(GEN)).tolist()
+    stats = boot.report_statistics(GEN, REFS, tokens, *labels, shifted={"METEOR": (0.3, spread)})
+    shuffled = REFS[1:] + REFS[:1]
+    other = boot.report_statistics(
+        shuffled, REFS, tokens, [label_report(t) for t in shuffled], labels[1],
+        shifted={"METEOR": (0.2, spread[::-1])},
+    )  # fmt: skip
+    resamples, seed = 301, 4
+    weights = one_shot_weights(stats.n, resamples, seed)
+    expected = percentiles(boot.metric_values(stats, weights, per_observation=True))
+    values_a, values_b = boot.metric_values(stats, weights), boot.metric_values(other, weights)
+    for rows in (1, 3, 7, 64, resamples + 1):  # rows per chunk; the last: one chunk
+        monkeypatch.setattr(boot, "CHUNK_ELEMENTS", rows * stats.n)
+        assert np.array_equal(np.concatenate(list(boot.resample_chunks(stats.n, resamples, seed))),
+                              weights), rows  # fmt: skip
+        ci = boot.confidence_intervals(stats, resamples, seed, per_observation=True)
+        assert ci == expected, rows
+        paired = boot.paired_comparison(stats, other, resamples, seed)
+        for key, row in paired.items():
+            diff = values_a[key] - values_b[key]
+            diff = np.where(np.abs(diff) < 1e-12, 0.0, diff)
+            assert row["ci"] == percentiles({key: diff})[key], (rows, key)
+
+
+def synthetic_stats(n: int) -> boot.ReportStats:
+    """Per-report statistics of ``n`` made-up reports (no text to score: fast at any size)."""
+    rng = np.random.default_rng(0)
+    return boot.ReportStats(
+        means={name: rng.random(n) for name in ("ROUGE-1", "ROUGE-L", "CIDEr")},
+        bleu=rng.integers(1, 40, size=(n, 10)).astype(float),
+        ce={("ce14", 0): rng.integers(0, 2, size=(n, 14, 3))},
+        shifted={"METEOR": (0.3, rng.random(n))},
+    )
+
+
+def test_many_resamples_take_bounded_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    n, resamples = 500, 10_000
+    full = resamples * n * 8  # bytes of one (resamples, n) matrix: 40 MB
+    monkeypatch.setattr(boot, "CHUNK_ELEMENTS", 2**16)  # chunks of 131 resamples
+    a, b = synthetic_stats(n), synthetic_stats(n)
+    tracemalloc.start()
+    try:
+        ci = boot.confidence_intervals(a, resamples, seed=0)
+        _, peak_ci = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        boot.paired_comparison(a, b, resamples, seed=0)
+        _, peak_paired = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the per-resample values of every metric (~20 x 10,000 floats per system) and a chunk
+    assert peak_ci < full / 5 and peak_paired < full / 5, (peak_ci, peak_paired, full)
+    low, high = ci["ROUGE-1"]
+    assert low < a.means["ROUGE-1"].mean() < high
+
+
+def test_the_default_chunk_is_tens_of_megabytes() -> None:
+    assert 2**20 <= boot.CHUNK_ELEMENTS * 8 <= 32 * 2**20

@@ -1,8 +1,8 @@
 """Bootstrap confidence intervals and paired comparisons over reports, vectorised.
 
-A resample draws ``n`` reports with replacement (a seeded ``(resamples, n)``
-index matrix, turned into per-resample counts of each report), and every
-metric is recomputed from per-report sufficient statistics:
+A resample draws ``n`` reports with replacement (rows of a seeded
+``(resamples, n)`` index matrix, turned into per-resample counts of each
+report), and every metric is recomputed from per-report sufficient statistics:
 
 * **ROUGE-1/2/L** (rouge-score) and **ROUGE-L (coco)**: per-report scores,
   whose mean is the metric;
@@ -32,12 +32,18 @@ A paired comparison applies the same resamples to two systems scored
 against the same references; its two-sided p-value is
 ``min(1, 2 * min(#(d <= 0) + 1, #(d >= 0) + 1) / (resamples + 1))`` over the
 resampled differences ``d``.
+
+The resamples are drawn and scored a chunk of rows at a time (about
+:data:`CHUNK_ELEMENTS` draws each, whatever ``resamples`` and ``n``), from one
+seeded stream: the draws, and so the intervals, are those of the whole matrix
+at once, in bounded memory (100,000 resamples of 3,000 reports would take
+2.2 GiB per matrix at once).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +73,8 @@ METEOR_NOTE = (
     "pycocoevalcap does not expose per report)"
 )
 _TINY, _SMALL = 1e-15, 1e-9  # pycocoevalcap bleu_scorer's constants
+#: Draws per chunk of resamples: 2**21, 16 MiB per (rows, n) array of 8-byte numbers.
+CHUNK_ELEMENTS = 2**21
 
 
 @dataclass
@@ -159,15 +167,54 @@ def report_statistics(
     return ReportStats(means=means, bleu=_bleu_counts(hyps, refs), ce=ce, shifted=moved)
 
 
-def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
-    """``(resamples, n)``: how often each report is drawn in each resample."""
+def resample_chunks(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """``(rows, n)`` blocks of :func:`resample_weights`, in order, of about
+    :data:`CHUNK_ELEMENTS` draws each: one seeded stream, so their rows stacked are
+    exactly the one-shot matrix (the generator draws a row's integers the same way
+    whatever the size of the request)."""
     if n < 1 or resamples < 1:
         raise ValueError(f"need at least one report and one resample, got {n} and {resamples}")
-    index = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    flat = index + (np.arange(resamples) * n)[:, None]
-    return (
-        np.bincount(flat.ravel(), minlength=resamples * n).reshape(resamples, n).astype(np.float64)
-    )
+    rng = np.random.default_rng(seed)
+    rows = max(1, CHUNK_ELEMENTS // n)
+    for start in range(0, resamples, rows):
+        k = min(rows, resamples - start)
+        index = rng.integers(0, n, size=(k, n))
+        index += (np.arange(k) * n)[:, None]  # row r's draws count in bins r*n .. r*n+n-1
+        counts = np.bincount(index.ravel(), minlength=k * n)
+        del index
+        yield counts.reshape(k, n).astype(np.float64)
+
+
+def resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
+    """``(resamples, n)``: how often each report is drawn in each resample (all at once:
+    for small cases; the intervals go through :func:`resample_chunks`)."""
+    return np.concatenate(list(resample_chunks(n, resamples, seed)))
+
+
+def resampled_values(
+    systems: Sequence[ReportStats], resamples: int, seed: int, per_observation: bool = False
+) -> list[dict[str, np.ndarray]]:
+    """Per system, :func:`metric_values` under the same ``resamples`` resamples
+    (``{metric: (resamples,)}``), scored a chunk of resamples at a time."""
+    if len({s.n for s in systems}) != 1:
+        raise ValueError(f"resampling systems of {[s.n for s in systems]} reports together")
+    out: list[dict[str, np.ndarray]] = [{} for _ in systems]
+    start = 0
+    for weights in resample_chunks(systems[0].n, resamples, seed):
+        stop = start + weights.shape[0]
+        for store, stats in zip(out, systems, strict=True):
+            for key, values in metric_values(stats, weights, per_observation).items():
+                store.setdefault(key, np.empty(resamples))[start:stop] = values
+        start = stop
+    return out
+
+
+def _weighted_sums(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``weights @ values`` for real-valued ``values``, each row summed on its own (numpy's
+    pairwise sum along the row): a BLAS product rounds a row differently with the number
+    of rows beside it, which would make chunked resampling differ from one-shot in the
+    last bits."""
+    return (weights * values).sum(axis=1)
 
 
 def metric_values(
@@ -179,18 +226,19 @@ def metric_values(
     """
     total = weights.sum(1)
     out: dict[str, np.ndarray] = {
-        name: weights @ values / total for name, values in stats.means.items()
+        name: _weighted_sums(weights, values) / total for name, values in stats.means.items()
     }
+    # Counts are whole numbers: their products are exact in any order, so BLAS may sum them.
     out.update(bleu_from_counts(weights @ stats.bleu))
     for name, (value, per_report) in stats.shifted.items():
-        out[name] = value + weights @ per_report / total - per_report.mean()
+        out[name] = value + _weighted_sums(weights, per_report) / total - per_report.mean()
     for (label_set, u), counts in stats.ce.items():
         n, k, _ = counts.shape
         summed = (weights @ counts.reshape(n, k * 3).astype(np.float64)).reshape(-1, k, 3)
         for average in AVERAGES:
             key = f"{label_set}_uncertain{u}_{average}"
             if average == "example":
-                out[key] = weights @ example_scores(counts)[2] / total
+                out[key] = _weighted_sums(weights, example_scores(counts)[2]) / total
             else:
                 out[key] = pooled_scores(summed, average)[2]
         if per_observation:
@@ -216,8 +264,7 @@ def confidence_intervals(
     per_observation: bool = False,
 ) -> dict[str, list[float]]:
     """``{metric: [low, high]}``, percentile bootstrap intervals."""
-    weights = resample_weights(stats.n, resamples, seed)
-    values = metric_values(stats, weights, per_observation)
+    (values,) = resampled_values([stats], resamples, seed, per_observation)
     tail = 100 * (1 - level) / 2
     return {k: [float(x) for x in np.percentile(v, [tail, 100 - tail])] for k, v in values.items()}
 
@@ -232,9 +279,8 @@ def paired_comparison(
     """``{metric: {"a", "b", "diff", "ci", "p"}}``: A - B over the same resamples."""
     if a.n != b.n:
         raise ValueError(f"paired comparison of {a.n} and {b.n} reports: they must be the same")
-    weights = resample_weights(a.n, resamples, seed)
     point_a, point_b = point_values(a), point_values(b)
-    values_a, values_b = metric_values(a, weights), metric_values(b, weights)
+    values_a, values_b = resampled_values([a, b], resamples, seed)
     tail = 100 * (1 - level) / 2
     out = {}
     for key, va in values_a.items():

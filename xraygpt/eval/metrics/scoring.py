@@ -24,24 +24,31 @@ the model against the same references.
                            "per_observation": {...}},
      "clinical_variant_definitions": {"ce14_uncertain0_micro": "F1 over ...", ...},
      "ci": {"ROUGE-1": [low, high], ...}, "bootstrap": {"resamples", "seed", ...},
-     "skipped": {"METEOR": "why"}, "notes": {...}, "run": {...}}
+     "skipped": {"METEOR": "why"}, "notes": {...}, "run": {...},
+     "skipped_images": {"count", "image_ids"},                    # test.py
+     "rescored": {"by": "xraygpt score", "predictions", ...}}     # xraygpt score
 
 ``clinical`` is the project's original definition (14 observations,
 uncertain = 0); ``clinical_variants`` holds every variant papers report
 (:mod:`xraygpt.eval.metrics.ce_variants`), ``ci`` the bootstrap 95 %
 intervals (:mod:`xraygpt.eval.metrics.bootstrap`) when asked for.
+
+Rescoring a file (``xraygpt score``, :func:`rescore_predictions`) never replaces a
+``metrics.json`` it did not write, such as test.py's: it writes
+``metrics_rescored.json`` beside it, with test.py's ``run`` and ``skipped_images``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import xraygpt.eval.metrics.bootstrap as boot
 from xraygpt.common.errors import DataError, MissingFileError
-from xraygpt.common.io import atomic_write_text
+from xraygpt.common.io import atomic_write_json, atomic_write_text
 from xraygpt.data.labeler import BINARY_DEFINITION, label_report, to_binary
 from xraygpt.eval.metrics.ce_variants import HEADLINE, clinical_variants, variant_definitions
 from xraygpt.eval.metrics.clinical import clinical_efficacy
@@ -340,6 +347,115 @@ def _intervals(
             variant, obs = key.split("/", 1)
             per_observation.setdefault(variant, {})[obs] = interval
     return {k: v for k, v in everything.items() if "/" not in k}, per_observation
+
+
+# ``xraygpt score`` writes beside a metrics.json it did not write (test.py's) and marks its own.
+RESCORED_BY = "xraygpt score"
+RESCORED_STEM = "metrics_rescored"
+EVALUATE_PREDICTIONS = "predictions.jsonl"  # the name test.py gives its predictions file
+
+
+@dataclass(frozen=True)
+class Rescored:
+    """What :func:`rescore_predictions` wrote."""
+
+    metrics: dict[str, Any]
+    metrics_path: Path
+    picture_path: Path
+    kept: Path | None  # the metrics.json beside metrics_path, left as it was
+
+
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    """A metrics.json's content; ``None`` when there is none or it is not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _written_by_score(metrics: Mapping[str, Any] | None) -> bool:
+    block = (metrics or {}).get("rescored")
+    return isinstance(block, Mapping) and block.get("by") == RESCORED_BY
+
+
+def evaluation_metrics(predictions: Path) -> tuple[Path, dict[str, Any]] | None:
+    """``(path, content)`` of the metrics.json that ``xraygpt evaluate`` (test.py) wrote
+    with these predictions: beside them, the file named ``predictions.jsonl``, with a
+    ``run`` block; ``None`` when there is none."""
+    if predictions.name != EVALUATE_PREDICTIONS:
+        return None
+    path = predictions.parent / "metrics.json"
+    data = _read_json_object(path)
+    if data is None or _written_by_score(data) or not isinstance(data.get("run"), dict):
+        return None
+    return path, data
+
+
+def rescored_destination(out_dir: Path) -> tuple[Path, Path | None]:
+    """``(where to write, the metrics.json kept)``: ``out_dir/metrics.json``, unless a
+    metrics.json that ``xraygpt score`` did not write is there (test.py's, or one that
+    does not parse): that one is never replaced, and ``metrics_rescored.json`` goes beside
+    it. A file that ``xraygpt score`` wrote is its own to replace."""
+    existing = out_dir / "metrics.json"
+    if existing.exists() and not _written_by_score(_read_json_object(existing)):
+        return out_dir / f"{RESCORED_STEM}.json", existing
+    return existing, None
+
+
+def rescore_predictions(
+    path: Path,
+    out_dir: Path | None = None,
+    *,
+    meteor: bool = True,
+    use_java: bool | None = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    skipped: Mapping[str, str] | None = None,
+) -> Rescored:
+    """Score a predictions file again (``xraygpt score``) and write its metrics and picture.
+
+    Into ``out_dir`` (default: the predictions' folder) as ``metrics.json`` /
+    ``metrics.png``, or ``metrics_rescored.json`` / ``metrics_rescored.png`` when a
+    metrics.json that this function did not write is there (see
+    :func:`rescored_destination`). When the predictions come from ``xraygpt evaluate``,
+    its ``run`` block (config, checkpoint, generation settings), ``skipped_images`` and
+    reasons for a missing baseline are carried into the new file. The ``rescored`` block
+    says how the file was made. ``skipped``: reasons to add (a metric turned off).
+    """
+    records = read_predictions(path)
+    out_dir = path.parent if out_dir is None else Path(out_dir)
+    evaluation = evaluation_metrics(path)
+    metrics = score_records(
+        records,
+        meteor=meteor,
+        use_java=use_java,
+        run_info=evaluation[1]["run"] if evaluation else {"predictions": str(path)},
+        bootstrap=bootstrap,
+        seed=seed,
+    )
+    metrics["skipped"].update(skipped or {})
+    if evaluation:
+        before = evaluation[1]
+        # Its skipped metrics were its scoring's; a skipped baseline is the predictions'.
+        for key, reason in (before.get("skipped") or {}).items():
+            if key not in METRIC_ORDER:
+                metrics["skipped"].setdefault(key, reason)
+        if "skipped_images" in before:
+            metrics["skipped_images"] = before["skipped_images"]
+    metrics["rescored"] = {
+        "by": RESCORED_BY,
+        "predictions": str(path),
+        "evaluation_metrics": str(evaluation[0]) if evaluation else None,
+        "bootstrap": bootstrap,
+        "seed": seed,
+    }
+    target, kept = rescored_destination(out_dir)
+    atomic_write_json(metrics, target)
+    from xraygpt.eval.plots import plot_metrics
+
+    picture = plot_metrics(metrics, target.with_suffix(".png"))
+    return Rescored(metrics=metrics, metrics_path=target, picture_path=picture, kept=kept)
 
 
 # Table rows of the intervals: (row label, key in "ci")
