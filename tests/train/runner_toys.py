@@ -144,7 +144,9 @@ def ddp_worker(rank: int, world: int, port: int, root: str, nan_call: int) -> No
     import os
 
     from xraygpt.common import dist
+    from xraygpt.components import register_components
 
+    register_components()  # a spawned process runs no conftest.py
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
