@@ -349,3 +349,6 @@ def test_builder_config_errors(tmp_path):
         )
     with pytest.raises(ConfigError, match="datasets.conversations"):
         ConversationsBuilder({"files": [{"path": "x.json"}], "max_lenght": 10})
+    for ratio in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ConfigError, match=r"files\[0\].ratio must be a finite number >= 0"):
+            ConversationsBuilder({"files": [{"path": "x.json", "ratio": ratio}]})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import pytest
 import torch
@@ -180,6 +181,47 @@ def test_mini_gpt4_lora_config_errors(make_model):
         make_model(freeze_llm=False, lora={})
     with pytest.raises(ValueError, match=r"model.lora.target_modules: \['query'\]"):
         make_model(**FROZEN_ENCODERS, lora={"target_modules": ["query"]})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["model.lora.target_modules=[qq_proj]"],
+            r"model.lora.target_modules: \['qq_proj'\] are not linear layers of this model",
+        ),
+        (
+            ["model.lora.quantize_4bit=true"],
+            r"model.lora.quantize_4bit=true \(QLoRA\) .* needs a CUDA GPU; none is available",
+        ),
+        (["model.freeze_llm=false"], "model.lora is set with freeze_llm=false"),
+    ],
+    ids=["unknown target module", "QLoRA without CUDA", "LoRA with freeze_llm false"],
+)
+def test_xraygpt_train_reports_a_lora_option_error_in_one_line(
+    small_model_overrides, caption_folder, tmp_path, capsys, monkeypatch, options, message
+):
+    """What ``xraygpt train --cfg-path <job>.yaml --options <option>`` prints (a CPU-only
+    machine for QLoRA): one ``error:`` line, exit 2."""
+    import yaml
+
+    from xraygpt.cli.train import main
+    from xraygpt.common.errors import run_main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    job = {
+        "model": {"arch": "mini_gpt4", "model_type": "tiny", **small_model_overrides, **ADAPTERS},
+        "datasets": {"openi": {"build_info": {"storage": str(caption_folder)}}},
+        "run": {"device": "cpu", "output_dir": str(tmp_path / "out"), "num_workers": 0},
+    }
+    cfg_path = tmp_path / "lora_job.yaml"
+    cfg_path.write_text(yaml.safe_dump(job))
+    assert run_main(main, ["--cfg-path", str(cfg_path), "--options", *options]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and re.search(message, errors[0]), lines
+    assert not any(line.startswith("Traceback") for line in lines)
+    assert not (tmp_path / "out").exists()  # stopped before the runner wrote anything
 
 
 def test_mini_gpt4_adapter_checkpoint_loads_by_config(make_model, images, tmp_path):

@@ -241,6 +241,36 @@ def test_resume_auto_without_checkpoint_starts_afresh(tmp_path):
     assert stats["step"] == 4
 
 
+def test_a_fresh_start_sets_the_log_of_a_run_without_checkpoint_aside(tmp_path, caplog):
+    """Killed before its first checkpoint, twice: each start afresh begins its own log."""
+    kw = dict(max_epoch=1, iters_per_epoch=4, log_freq=1, resume="auto")
+    out = tmp_path / "out" / "toy"
+    for _ in range(2):  # dies in iteration 3, before the checkpoint at 4
+        with pytest.raises(ToyCrash):
+            make_runner(tmp_path, model_kw={"crash_at_call": 3}, **kw).train()
+    (out / "wandb_run_id.txt").write_text("killedrun01\n")  # as a W&B run leaves it
+    with caplog.at_level("WARNING"):
+        assert make_runner(tmp_path, **kw).train()["step"] == 4
+
+    def steps(path):
+        return [json.loads(x)["step"] for x in path.read_text().splitlines()]
+
+    assert steps(out / "log.jsonl") == [1, 2, 3, 4]
+    assert steps(out / "old_run_1" / "log.jsonl") == [1, 2]  # the first killed run's lines
+    assert steps(out / "old_run_2" / "log.jsonl") == [1, 2]  # the second's, not appended
+    for folder in ("old_run_1", "old_run_2"):
+        assert (out / folder / "config.yaml").is_file() and (out / folder / "tb").is_dir()
+    assert (out / "old_run_2" / "wandb_run_id.txt").read_text() == "killedrun01\n"
+    assert not (out / "wandb_run_id.txt").exists()  # a new W&B run, not the killed one's
+    assert f"moved log.jsonl, config.yaml, tb, wandb_run_id.txt to {out / 'old_run_2'}" in (
+        caplog.text
+    )
+    # a resume keeps appending to its own log: nothing more is set aside
+    make_runner(tmp_path, **{**kw, "max_epoch": 2}).train()
+    assert steps(out / "log.jsonl") == list(range(1, 9))
+    assert not (out / "old_run_3").exists()
+
+
 @pytest.mark.parametrize(
     ("run", "message"),
     [

@@ -123,6 +123,15 @@ def test_runner_curves_hold_the_log_and_a_resume_has_each_step_once(tmp_path: Pa
         assert event.value == pytest.approx(last[event.step]["lr"], rel=1e-6)
 
 
+def test_a_fresh_start_after_a_run_without_checkpoint_has_its_own_curves(tmp_path: Path) -> None:
+    with pytest.raises(Crash):
+        runner(tmp_path, crash_at=2).train()  # logs iteration 1, dies before the checkpoint at 2
+    runner(tmp_path, resume="auto", max_epoch=1).train()
+    folder = tmp_path / "toy"
+    assert steps(scalars(folder / "tb"), "train/loss") == list(range(1, 7))
+    assert steps(scalars(folder / "old_run_1" / "tb"), "train/loss") == [1]
+
+
 def test_tensorboard_off_writes_no_folder(tmp_path: Path) -> None:
     runner(tmp_path, tensorboard=False, max_epoch=1).train()
     assert (tmp_path / "toy" / "log.jsonl").is_file()

@@ -63,7 +63,7 @@ from torch.utils.data import Dataset
 
 from xraygpt.common.config import PACKAGE_ROOT, ConfigError, load_yaml
 from xraygpt.common.constants import IGNORE_INDEX
-from xraygpt.common.errors import DataError
+from xraygpt.common.errors import DataError, MissingFileError
 from xraygpt.common.registry import registry
 from xraygpt.conversation.templates import get_conv_template
 
@@ -161,14 +161,29 @@ def load_conversation_file(path: str | Path) -> tuple[list[ConversationRecord], 
     """The conversations of one file, and what was skipped (see :class:`LoadStats`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"conversation file {path} not found (relative paths start at {Path.cwd()}); make "
             f"one from prepared reports with: xraygpt conversations "
             f"from-reports --annotations <filter_cap.json> --out {path}"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConversationFileError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}): "
+            f"save it as UTF-8"
+        ) from err
+    except OSError as err:
+        raise ConversationFileError(f"cannot read conversation file {path}: {err}") from err
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        if err.msg == "Extra data" and _is_json_lines(text):
+            raise ConversationFileError(
+                f"{path}: one JSON value per line (JSON Lines), not one JSON list: put the "
+                f"entries in one list, [entry, entry, ...] (FastChat / ShareGPT layout: "
+                f"[{{'id': ..., 'conversations': [...]}}, ...])"
+            ) from err
         raise ConversationFileError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, list):
         raise ConversationFileError(
@@ -193,6 +208,17 @@ def load_conversation_file(path: str | Path) -> tuple[list[ConversationRecord], 
             len(data),
         )
     return records, stats
+
+
+def _is_json_lines(text: str) -> bool:
+    """Each non-blank line of ``text`` a JSON value of its own."""
+    try:
+        for line in text.splitlines():
+            if line.strip():
+                json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def mix_conversations(
@@ -529,8 +555,10 @@ class ConversationsBuilder:
         for i, item in enumerate(cfg.files):
             if OmegaConf.is_missing(item, "path"):
                 raise ConfigError(f"{where}.files[{i}] needs a path")
-            if item.ratio < 0:
-                raise ConfigError(f"{where}.files[{i}].ratio must be >= 0, got {item.ratio}")
+            if not (math.isfinite(item.ratio) and item.ratio >= 0):
+                raise ConfigError(
+                    f"{where}.files[{i}].ratio must be a finite number >= 0, got {item.ratio}"
+                )
         try:
             get_conv_template(cfg.template)
         except KeyError as err:

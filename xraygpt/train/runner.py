@@ -53,7 +53,7 @@ from xraygpt.train.checkpoint import (
     trainable_state_dict,
 )
 from xraygpt.train.optim import Precision, build_optimizer, resolve_precision
-from xraygpt.train.tracking import Tracker
+from xraygpt.train.tracking import TB_DIR, WANDB_ID_FILE, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,11 @@ SCHEDULE_KEYS = (
     "warmup_steps",
     "decay_rate",
 )
+
+LOG_NAME = "log.jsonl"
+# What a run writes into its folder besides checkpoints; a fresh start sets an earlier
+# run's aside (see RunnerBase._set_aside_earlier_run).
+RUN_RECORDS = (LOG_NAME, "config.yaml", TB_DIR, WANDB_ID_FILE)
 
 # (start_step) -> an endless iterator of batches whose first batch is that of `start_step`.
 LoaderFactory = Callable[[int], Iterator[dict]]
@@ -354,6 +359,8 @@ class RunnerBase:
                 f"with --options run.resume=auto, or start a new one under another "
                 f"run.job_name / run.output_dir (or delete the folder)"
             )
+        elif self.is_main:
+            self._set_aside_earlier_run()
         if self.is_main:
             atomic_write_text(self.cfg.to_yaml(), self.output_dir / "config.yaml")
         if start_step >= self.total_steps:
@@ -512,6 +519,32 @@ class RunnerBase:
         every = self.run_cfg.save_every_iters
         return done % self.run_cfg.iters_per_epoch == 0 or bool(every and done % every == 0)
 
+    def _set_aside_earlier_run(self) -> None:
+        """Move what an earlier run without checkpoints (killed before its first) left
+        here into ``old_run_<n>/``, so that this fresh start begins its own log.jsonl,
+        TensorBoard curves and W&B run instead of appending to the killed run's.
+
+        Each record is renamed, not copied: a kill in between loses nothing, and the
+        next start moves what is left into the next folder.
+        """
+        found = [name for name in RUN_RECORDS if (self.output_dir / name).exists()]
+        if not found:
+            return
+        n = 1
+        while (self.output_dir / f"old_run_{n}").exists():
+            n += 1
+        aside = self.output_dir / f"old_run_{n}"
+        aside.mkdir()
+        for name in found:
+            (self.output_dir / name).rename(aside / name)
+        log.warning(
+            "%s holds no checkpoint but the records of an earlier run: moved %s to %s, "
+            "so that this run starts afresh with its own log",
+            self.output_dir,
+            ", ".join(found),
+            aside,
+        )
+
     def _trim_log(self, step: int) -> None:
         """Drop the lines of ``log.jsonl`` past ``step``, the iteration resumed from.
 
@@ -520,7 +553,7 @@ class RunnerBase:
         plots) would see those steps twice. A line cut off by the kill goes too.
         The file is rewritten atomically, so a kill now loses nothing.
         """
-        path = self.output_dir / "log.jsonl"
+        path = self.output_dir / LOG_NAME
         if not path.is_file():
             return
         kept, dropped = [], 0
@@ -547,7 +580,7 @@ class RunnerBase:
         stats["bad_steps"], stats["bad_images"] = int(stats["bad_steps"]), int(stats["bad_images"])
         if self.is_main:
             line = json.dumps({k: _json_number(v) for k, v in stats.items()})
-            with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
+            with open(self.output_dir / LOG_NAME, "a", encoding="utf-8") as handle:
                 handle.write(line + "\n")
             log.debug(line)
             if self.tracker is not None:

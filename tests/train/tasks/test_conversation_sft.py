@@ -285,3 +285,57 @@ def test_activation_checkpointing_keeps_every_gradient(lora):
     model({"input_ids": ids, "labels": ids})["loss"].backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
     assert trainable and all(p.grad is not None for p in trainable)
+
+
+def _entry(*turns):
+    return {"id": "x", "conversations": [{"from": r, "value": v} for r, v in turns]}
+
+
+BAD_FILES = {  # name: (what the file holds, the message's part)
+    "roles not alternating": (
+        json.dumps([_entry(("human", "a"), ("human", "b"))]),
+        r"train.json: entry 0 \(id 'x'\): turn 1 is 'human' where assistant was due "
+        r"\(roles not alternating\)",
+    ),
+    "empty value": (
+        json.dumps([_entry(("human", "a"), ("gpt", " "))]),
+        r"train.json: entry 0 \(id 'x'\): turn 1 \(gpt\) has an empty value",
+    ),
+    "unknown role": (
+        json.dumps([_entry(("human", "a"), ("robot", "b"))]),
+        r"train.json: entry 0 \(id 'x'\): turn 1 has unknown role 'robot'; roles are",
+    ),
+    "top level not a list": (
+        json.dumps({"conversations": []}),
+        r"train.json: the top level is a dict, not a list of conversations",
+    ),
+    "not UTF-8": (
+        json.dumps([_entry(("human", "é?"), ("gpt", "b"))], ensure_ascii=False).encode("latin-1"),
+        r"train.json: not UTF-8 text \(byte 0xe9 at offset \d+\): save it as UTF-8",
+    ),
+    "JSON Lines": (
+        "\n".join(json.dumps(_entry(("human", "a"), ("gpt", "b"))) for _ in range(3)),
+        r"train.json: one JSON value per line \(JSON Lines\), not one JSON list: .*\[",
+    ),
+    "missing": (None, r"conversation file .*train.json not found .*from-reports"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_xraygpt_train_reports_a_bad_conversation_file_in_one_line(files, tmp_path, capsys, case):
+    from xraygpt.cli.train import main
+
+    content, message = BAD_FILES[case]
+    train, _ = files
+    if content is None:
+        train.unlink()
+    elif isinstance(content, bytes):
+        train.write_bytes(content)
+    else:
+        train.write_text(content, encoding="utf-8")
+    argv = ["--cfg-path", str(REPO_ROOT / "train_configs/xraygpt_tiny_sft.yaml")]
+    assert run_main(main, [*argv, "--options", *options(files, tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and re.search(message, errors[0]), lines
+    assert not any(line.startswith("Traceback") for line in lines)
